@@ -1,0 +1,1 @@
+"""Repository index: tree-sitter chunking, incremental ChromaDB store, hybrid retrieval, repo map."""

@@ -1,0 +1,1 @@
+"""Suggestion screen: Bandit-based fragment-aware checks, secrets, JS/TS rules and policy."""

@@ -1,0 +1,1 @@
+"""Protege language server: LSP features, configuration, the serving engine and the CLI."""

@@ -1,0 +1,1 @@
+"""One module per LSP feature; ``server.app`` wires them together."""
