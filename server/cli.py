@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = (
     "indexing.cli",
     "security.cli",
     "distill_code.cli",
+    "distill_code.pretrain_cli",
 )
 
 
