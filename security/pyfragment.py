@@ -1,0 +1,361 @@
+"""Make a Python suggestion parseable in context: scope it to its enclosing statement and repair fragments.
+
+Bandit needs an AST, and a completion is usually a fragment: a line cut before its closing
+brackets, a block header without a body, a ``try`` without its handler yet. Parsing the whole
+document on every keystroke is too slow (~100 ms for 2,000 lines), so the screen parses only the
+enclosing function (or top-level statement) plus the file's imports, and, when that does not
+parse, closes what the fragment left open. Every segment line keeps the document line it came from,
+so findings map back to the document exactly.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+# One coarse token at a time; strings are consumed by _STRING_BODY so brackets inside them never count.
+_TOKEN = re.compile(
+    r"""(?P<quote>'''|\"\"\"|'|")
+      |(?P<comment>\#[^\n]*)
+      |(?P<open>[(\[{])
+      |(?P<close>[)\]}])
+      |(?P<cont>\\\r?\n)
+      |(?P<nl>\r?\n)
+      |(?P<other>[^'"\#()\[\]{}\n\\]+|\\)""",
+    re.X,
+)
+_STRING_BODY = {
+    "'": re.compile(r"(?:[^'\\\n]|\\.)*'"),
+    '"': re.compile(r'(?:[^"\\\n]|\\.)*"'),
+    "'''": re.compile(r"(?:[^\\]|\\.)*?'''", re.S),
+    '"""': re.compile(r'(?:[^\\]|\\.)*?"""', re.S),
+}
+_CLOSER = {"(": ")", "[": "]", "{": "}"}
+# A logical line ending in one of these still needs an operand before it can parse.
+_DANGLING_OPERATOR = re.compile(
+    r"(?:[-+*/%@&|^~<>=!]=?|\*\*|//|<<|>>|->|:=|\.|\b(?:and|or|not|in|is|if|else|await|lambda|assert|del|"
+    r"return|yield|from|import|as|raise|with|for|while|elif|except|print)\b)\s*$"
+)
+_NEEDS_OPERAND_EVEN_AT_END = re.compile(r"(?:[-+*/%@&|^~<>=!]=?|\*\*|//|<<|>>|->|:=|\.|\b(?:and|or|not|in|is|await|lambda)\b)\s*$")
+_CLAUSE_WORDS = frozenset({"else", "elif", "except", "finally", "case"})
+_IMPORT = re.compile(
+    r"^[ \t]*(?:from[ \t]+[\w.]+[ \t]+import[ \t]*\([^)]*\)|(?:from[ \t]+[\w.]+[ \t]+)?import[ \t]+[^\n#;\\]+)",
+    re.M,
+)
+
+
+@dataclass
+class LexState:
+    """What a text leaves open at its end, and its logical lines (for block repair)."""
+
+    brackets: list[str] = field(default_factory=list)
+    open_quote: str | None = None
+    continued: bool = False  # ends in a backslash continuation
+    # (indent string, first word, last significant text, ends with ':') of each logical line
+    logical: list[tuple[str, str, str, bool]] = field(default_factory=list)
+
+
+def lex(text: str) -> LexState:
+    """Scan ``text`` once, tracking brackets, strings, comments and logical lines."""
+    state = LexState()
+    pos, n = 0, len(text)
+    line_start = 0  # start of the current logical line
+    tail = ""  # last significant text of the current logical line
+    while pos < n:
+        m = _TOKEN.match(text, pos)
+        if m is None:  # pragma: no cover - the pattern accepts every character
+            pos += 1
+            continue
+        kind = m.lastgroup
+        end = m.end()
+        if kind == "quote":
+            quote = m.group()
+            body = _STRING_BODY[quote].match(text, end)
+            if body is None:
+                state.open_quote = quote
+                pos = n
+                tail = quote
+                break
+            end = body.end()
+            tail = quote
+        elif kind == "open":
+            state.brackets.append(m.group())
+            tail = m.group()
+        elif kind == "close":
+            if state.brackets:
+                state.brackets.pop()
+            tail = m.group()
+        elif kind == "nl":
+            if not state.brackets:
+                _end_logical(state, text, line_start, tail)
+                line_start = end
+                tail = ""
+        elif kind == "other":
+            stripped = m.group().strip()
+            if stripped:
+                tail = stripped
+        pos = end
+    state.continued = text.endswith("\\") or text.endswith("\\\n")
+    if state.open_quote is None and not state.brackets and text[line_start:].strip():
+        _end_logical(state, text, line_start, tail)
+    elif state.brackets or state.open_quote:
+        # An unfinished logical line: record it so block repair knows its indentation.
+        _end_logical(state, text, line_start, tail)
+    return state
+
+
+def _end_logical(state: LexState, text: str, start: int, tail: str) -> None:
+    line = text[start:text.find("\n", start) if "\n" in text[start:] else len(text)]
+    stripped = line.lstrip(" \t\f")
+    if not stripped or stripped.startswith("#"):
+        return
+    indent = line[: len(line) - len(stripped)]
+    word = re.match(r"[A-Za-z_]\w*|@|\S", stripped)
+    state.logical.append((indent, word.group() if word else "", tail, tail.endswith(":")))
+
+
+def _body_indent(indent: str) -> str:
+    return indent + ("\t" if "\t" in indent else "    ")
+
+
+def repair_suffix(text: str) -> str:
+    """Text to append so that a cut-off fragment becomes complete Python (may be empty).
+
+    Closes an open string, fills a dangling operator with a placeholder name, closes open
+    brackets in order, gives a trailing block header a ``pass`` body and a bare ``try`` a
+    ``finally``. The result still has to be parsed: this is a repair, not a guarantee.
+    """
+    state = lex(text)
+    out = state.open_quote or ""
+    tail = state.logical[-1][2] if state.logical else ""
+    if state.continued:
+        out += " _"  # a backslash continuation with nothing after it
+    elif state.brackets and (tail.endswith(":") or _DANGLING_OPERATOR.search(tail)):
+        out += " _"  # `call(x, shell=`, `{"k":`, `a +` inside brackets
+    elif not state.brackets and not state.open_quote and _NEEDS_OPERAND_EVEN_AT_END.search(tail):
+        out += " _"
+    out += "".join(_CLOSER[b] for b in reversed(state.brackets))
+    logical = lex(text + out).logical if out else state.logical
+    if logical and logical[-1][3]:
+        out += "\n" + _body_indent(logical[-1][0]) + "pass"
+    out += "".join(
+        f"\n{indent}finally:\n{_body_indent(indent)}pass" for indent in _unhandled_try_indents(logical)
+    )
+    return out
+
+
+def _unhandled_try_indents(logical: list[tuple[str, str, str, bool]]) -> list[str]:
+    """Indentation of each ``try:`` still waiting for ``except``/``finally`` at the end, innermost first."""
+    stack: list[tuple[int, str, bool, str]] = []  # (indent width, word, handled, indent)
+    for indent, word, _tail, is_header in logical:
+        width = len(indent.expandtabs(8))
+        while stack and stack[-1][0] > width:
+            stack.pop()
+        if stack and stack[-1][0] == width:
+            if word in ("except", "finally") and stack[-1][1] == "try":
+                top = stack.pop()
+                stack.append((top[0], "try", True, top[3]))
+                continue
+            if word in _CLAUSE_WORDS:
+                continue
+            stack.pop()
+        if is_header:
+            stack.append((width, word, False, indent))
+    return [entry[3] for entry in reversed(stack) if entry[1] == "try" and not entry[2]]
+
+
+def parses(text: str) -> SyntaxError | None:
+    """``None`` when ``text`` is valid Python, else the SyntaxError (with its message)."""
+    try:
+        compile(text, "<segment>", "exec", ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+    except SyntaxError as err:  # IndentationError and TabError are SyntaxErrors too
+        return err
+    except (ValueError, MemoryError, RecursionError) as err:  # null bytes, absurd nesting
+        return SyntaxError(str(err))
+    return None
+
+
+def repair(text: str) -> tuple[str, SyntaxError | None]:
+    """``text`` plus the repair it needs; the error is ``None`` when the result parses."""
+    if parses(text) is None:
+        return text, None
+    fixed = text + repair_suffix(text)
+    err = parses(fixed)
+    if err is not None and "expected ':'" in str(err.msg):
+        fixed2 = fixed.rstrip() + ":"
+        fixed2 += repair_suffix(fixed2)
+        if parses(fixed2) is None:
+            return fixed2, None
+    return fixed, err
+
+
+@dataclass
+class Segment:
+    """Source handed to Bandit, and for each of its lines the document line it came from (or None)."""
+
+    text: str
+    line_map: list[int | None]
+    kind: str  # "scope", "scope-repaired" or "statement-repaired"
+
+
+def _indent_of(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t\f"))
+
+
+def _is_code(line: str) -> bool:
+    stripped = line.lstrip()
+    return bool(stripped) and not stripped.startswith("#")
+
+
+def _first_word(line: str) -> str:
+    m = re.match(r"\s*(async\s+def|[A-Za-z_]\w*|@|\S)", line)
+    return m.group(1) if m else ""
+
+
+def enclosing_headers(lines: list[str], ref: int) -> list[int]:
+    """Indexes of the block headers enclosing line ``ref``, outermost first (by indentation)."""
+    headers: list[int] = []
+    cur = _indent_of(lines[ref]) if _is_code(lines[ref]) else 10**9
+    for i in range(ref - 1, -1, -1):
+        line = lines[i]
+        if not _is_code(line):
+            continue
+        ind = _indent_of(line)
+        if ind < cur and not line.lstrip().startswith((")", "]", "}")):
+            if _first_word(line) in _CLAUSE_WORDS:
+                # `else:`/`except:` belong to the statement that opened them: keep climbing at this level.
+                cur = ind + 1
+                continue
+            headers.append(i)
+            cur = ind
+            if ind == 0:
+                break
+    headers.reverse()
+    return headers
+
+
+def _statement_start(lines: list[str], i: int) -> int:
+    """Walk back from an indent-0 line to the start of its statement (clauses, decorators, closers)."""
+    while i > 0:
+        word = _first_word(lines[i])
+        if word in _CLAUSE_WORDS or lines[i].lstrip().startswith((")", "]", "}")) or not _is_code(lines[i]):
+            i -= 1
+            continue
+        break
+    return _with_decorators(lines, i)
+
+
+def _with_decorators(lines: list[str], i: int) -> int:
+    indent = _indent_of(lines[i])
+    j = i - 1
+    while j >= 0 and _is_code(lines[j]) and _indent_of(lines[j]) == indent and lines[j].lstrip().startswith("@"):
+        i = j
+        j -= 1
+    return i
+
+
+def choose_scope(lines: list[str], first: int, last: int, max_lines: int = 400) -> tuple[int, int, list[str]]:
+    """Scope ``(start, end_exclusive, wrapper_indents)`` for an insertion spanning lines first..last.
+
+    The scope is the outermost enclosing function (methods stay apart from their class), or the
+    enclosing top-level statement; ``wrapper_indents`` are the indentations of the blocks around
+    it, which the segment re-creates as ``if True:`` lines so the scope keeps its indentation.
+    """
+    chain = enclosing_headers(lines, first)
+    start_idx = None
+    for k, h in enumerate(chain):
+        if _first_word(lines[h]) in ("def", "async def"):
+            start_idx = k
+            break
+    if start_idx is None and chain:
+        start_idx = 0
+    if start_idx is None:
+        start = _statement_start(lines, first) if _indent_of(lines[first]) == 0 else first
+        wrappers_from: list[int] = []
+    else:
+        start = _with_decorators(lines, chain[start_idx])
+        if _indent_of(lines[start]) == 0:
+            start = _statement_start(lines, start)
+        wrappers_from = chain[:start_idx]
+    wrappers = [lines[h][: _indent_of(lines[h])] for h in wrappers_from]
+    base = _indent_of(lines[start])
+    if base > 0 and (not wrappers or _indent_of(lines[wrappers_from[0]]) > 0):
+        wrappers.insert(0, "")
+    end = last + 1
+    limit = min(len(lines), last + 1 + max_lines)
+    scope_word = _first_word(lines[start])
+    while end < limit:
+        line = lines[end]
+        if _is_code(line) and _indent_of(line) <= base:
+            stripped = line.lstrip()
+            if not stripped.startswith((")", "]", "}")) and not (
+                scope_word not in ("def", "async def", "class", "@") and _first_word(line) in _CLAUSE_WORDS
+            ):
+                break
+        end += 1
+    return start, end, wrappers
+
+
+@lru_cache(maxsize=256)
+def _valid_imports(imports: tuple[str, ...]) -> tuple[str, ...]:
+    if parses("\n".join(imports)) is None:
+        return imports
+    return tuple(imp for imp in imports if parses(imp) is None)
+
+
+def collect_imports(document: str, before_offset: int) -> list[tuple[str, int]]:
+    """Import statements of ``document`` before ``before_offset``, each on one line, with its first line index."""
+    found: list[tuple[str, int]] = []
+    head = document[:before_offset]
+    line_no = 0
+    last_pos = 0
+    for m in _IMPORT.finditer(head):
+        line_no += head.count("\n", last_pos, m.start())
+        last_pos = m.start()
+        found.append((" ".join(m.group().split()), line_no))
+    valid = set(_valid_imports(tuple(text for text, _ in found)))
+    return [(text, ln) for text, ln in found if text in valid]
+
+
+def build_segments(lines: list[str], first: int, last: int, imports: list[str],
+                   scope: tuple[int, int, list[str]] | None = None) -> list[Segment]:
+    """Candidate segments for an insertion spanning document lines first..last, best first (not yet parsed)."""
+    start, end, wrappers = scope or choose_scope(lines, first, last)
+    head = list(imports) + [f"{indent}if True:" for indent in wrappers]
+    head_map: list[int | None] = [None] * len(head)
+    candidates = [
+        ("scope", start, end),
+        ("scope-repaired", start, last + 1),
+    ]
+    if first != start:
+        candidates.append(("statement-repaired", first, last + 1))
+    segments = []
+    for kind, lo, hi in candidates:
+        body = lines[lo:hi]
+        local_head, local_map = head, head_map
+        if kind == "statement-repaired":
+            indent = lines[first][: _indent_of(lines[first])]
+            local_head = list(imports) + (["if True:"] if indent else [])
+            local_map = [None] * len(local_head)
+        segments.append(Segment("\n".join(local_head + body) + "\n", local_map + list(range(lo, hi)), kind))
+    return segments
+
+
+def parseable_segment(lines: list[str], first: int, last: int, imports: list[str],
+                      scope: tuple[int, int, list[str]] | None = None) -> tuple[Segment | None, str]:
+    """The first candidate segment that parses (repairing fragments), or None with the last parse error."""
+    error = "empty"
+    for seg in build_segments(lines, first, last, imports, scope):
+        if seg.kind == "scope":
+            err = parses(seg.text)
+            if err is None:
+                return seg, ""
+        else:
+            fixed, err = repair(seg.text.rstrip("\n"))
+            if err is None:
+                extra = fixed.count("\n") + 1 - len(seg.line_map)
+                return Segment(fixed + "\n", seg.line_map + [None] * max(0, extra), seg.kind), ""
+        error = f"{err.msg} (line {err.lineno})" if err.lineno else str(err.msg)
+    return None, error

@@ -1,0 +1,201 @@
+"""Screen a suggestion (or a whole text) for insecure patterns and hard-coded secrets, and decide its fate.
+
+This is the one library entry point used by the completion pipeline (every suggestion), by
+distillation (teacher outputs) and by the index (insecure chunks). Python goes through Bandit's
+checks in-process on the suggestion merged into its document, scoped to the enclosing function
+and repaired when it is a fragment (security.pyfragment); JavaScript/TypeScript go through our
+own rules (security.js_rules); every language is checked for secrets. Only findings on the
+inserted text count. Code that cannot be parsed is reported as "unscreened", never as safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from security import js_rules, pyfragment
+from security.bandit_checks import parse_nosec, run_bandit
+from security.policy import ACTIONS, Policy
+from security.secrets import scan_lines
+
+LOG = logging.getLogger(__name__)
+
+JS_LANGUAGES = ("javascript", "typescript", "javascriptreact", "typescriptreact")
+_SCREENED = {
+    "python": "Bandit checks in-process (fragment-aware) + detect-secrets",
+    **{lang: "Protege JS/TS rules JS001-JS020 + detect-secrets" for lang in JS_LANGUAGES},
+}
+_DEFAULT_POLICY = Policy()
+
+
+@dataclass
+class Finding:
+    """One insecure pattern on the inserted text; positions are 0-based in the merged document."""
+
+    test_id: str
+    severity: str
+    confidence: str
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+    message: str
+    cwe: int | None
+    source: str  # "bandit" | "secrets" | "js-rules"
+    action: str = "allow"  # what the policy does with it: "block" | "annotate" | "allow"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ScreenResult:
+    """The verdict on one suggestion or text, with the findings behind it."""
+
+    verdict: str  # "block" | "annotate" | "allow" | "unscreened"
+    findings: list[Finding] = field(default_factory=list)
+    reason: str | None = None
+    language: str = "python"
+    # How the Python code was made parseable: "scope", "scope-repaired", "statement-repaired" (or "").
+    scope: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "findings": [f.to_dict() for f in self.findings],
+            "reason": self.reason,
+            "language": self.language,
+            "scope": self.scope,
+        }
+
+
+def screened_languages() -> dict[str, str]:
+    """LSP language id -> what screens it; any other language gets the secrets check only."""
+    return dict(_SCREENED)
+
+
+def _overlaps(span: tuple[int, int, int, int], inserted: tuple[int, int, int, int]) -> bool:
+    l0, c0, l1, c1 = span
+    i0, j0, i1, j1 = inserted
+    return (l0, c0) < (i1, j1) and (i0, j0) < (l1, max(c1, c0 + 1) if l1 == l0 else c1)
+
+
+def _merge(document: str, line: int, character: int, suggestion: str) -> tuple[list[str], tuple[int, int, int, int]]:
+    """Document lines with the suggestion inserted, and the inserted span (line, col, end_line, end_col)."""
+    lines = document.split("\n")
+    if not (0 <= line < len(lines)):
+        raise ValueError(f"line {line} is outside the document, which has {len(lines)} lines (0-based)")
+    current = lines[line].rstrip("\r")
+    if not (0 <= character <= len(current)):
+        raise ValueError(f"character {character} is outside line {line}, which has {len(current)} characters")
+    pieces = suggestion.split("\n")
+    before, after = lines[line][:character], lines[line][character:]
+    if len(pieces) == 1:
+        merged_line = [before + pieces[0] + after]
+        end = (line, character + len(pieces[0]))
+    else:
+        merged_line = [before + pieces[0], *pieces[1:-1], pieces[-1] + after]
+        end = (line + len(pieces) - 1, len(pieces[-1]))
+    return lines[:line] + merged_line + lines[line + 1:], (line, character, end[0], end[1])
+
+
+def _decide(findings: list[Finding], policy: Policy) -> str:
+    for f in findings:
+        f.action = policy.action_for(f.test_id, f.severity, f.confidence)
+    return max((f.action for f in findings), key=ACTIONS.index, default="allow")
+
+
+def _secret_findings(lines: list[str], inserted: tuple[int, int, int, int], language: str) -> list[Finding]:
+    i0, _, i1, _ = inserted
+    found = []
+    for hit in scan_lines([(i, lines[i]) for i in range(i0, i1 + 1)], language):
+        span = (hit.line, hit.col, hit.line, hit.end_col)
+        if _overlaps(span, inserted):
+            found.append(Finding("SECRET", hit.severity, hit.confidence, hit.line, hit.col, hit.line, hit.end_col,
+                                 f"Possible hard-coded secret: {hit.secret_type}.", 798, "secrets"))
+    return found
+
+
+def _python_findings(lines: list[str], inserted: tuple[int, int, int, int],
+                     policy: Policy) -> tuple[list[Finding], str | None, str]:
+    i0, _, i1, _ = inserted
+    scope = pyfragment.choose_scope(lines, i0, i1)
+    imports = [text for text, _ in pyfragment.collect_imports("\n".join(lines[:scope[0]]), 10**12)]
+    segment, error = pyfragment.parseable_segment(lines, i0, i1, imports, scope)
+    if segment is None:
+        return [], f"the Python code does not parse, even after repairing the fragment: {error}", ""
+    if segment.kind != "scope":
+        LOG.debug("screened a repaired fragment (%s)", segment.kind)
+    seg_lines = segment.text.split("\n")
+    allowed = [
+        m is not None and (policy.honor_nosec_in_suggestion or not (i0 <= m <= i1))
+        for m in segment.line_map
+    ] + [False] * max(0, len(seg_lines) - len(segment.line_map))
+    findings = []
+    for issue in run_bandit(segment.text, parse_nosec(seg_lines, allowed)):
+        start_doc = segment.line_map[issue.line - 1] if issue.line - 1 < len(segment.line_map) else None
+        if start_doc is None:
+            continue  # on the imports or wrappers the screen added, not on the suggestion
+        end_doc = segment.line_map[issue.end_line - 1] if issue.end_line - 1 < len(segment.line_map) else None
+        end = (end_doc, issue.end_col) if end_doc is not None else (inserted[2], inserted[3])
+        span = (start_doc, issue.col, end[0], end[1])
+        if _overlaps(span, inserted):
+            findings.append(Finding(issue.test_id, issue.severity, issue.confidence, span[0], span[1], span[2],
+                                    span[3], issue.text, issue.cwe, "bandit"))
+    return findings, None, segment.kind
+
+
+def _js_findings(lines: list[str], inserted: tuple[int, int, int, int]) -> list[Finding]:
+    i0, j0, i1, j1 = inserted
+    block = lines[i0:i1 + 1]
+    starts = [0]
+    for text in block:
+        starts.append(starts[-1] + len(text) + 1)
+    findings = []
+    for hit in js_rules.scan("\n".join(block)):
+        def pos(offset: int) -> tuple[int, int]:
+            k = max(i for i in range(len(block)) if starts[i] <= offset)
+            return i0 + k, offset - starts[k]
+
+        (l0, c0), (l1, c1) = pos(hit.start), pos(max(hit.end - 1, hit.start))
+        span = (l0, c0, l1, c1 + 1)
+        if _overlaps(span, inserted):
+            findings.append(Finding(hit.rule.test_id, hit.severity, hit.confidence, *span, hit.rule.message,
+                                    hit.rule.cwe, "js-rules"))
+    return findings
+
+
+def screen_suggestion(document: str, line: int, character: int, suggestion: str, language: str = "python",
+                      policy: Policy | None = None) -> ScreenResult:
+    """Screen ``suggestion`` inserted at 0-based (line, character) of ``document``; only inserted text counts.
+
+    Raises ValueError when the position is outside the document.
+    """
+    policy = policy or _DEFAULT_POLICY
+    language = (language or "").lower()
+    lines, inserted = _merge(document, line, character, suggestion)
+    if not suggestion.strip():
+        return ScreenResult("allow", [], None, language)
+    findings: list[Finding] = []
+    reason: str | None = None
+    scope = ""
+    if language == "python":
+        findings, reason, scope = _python_findings(lines, inserted, policy)
+    elif language in JS_LANGUAGES:
+        findings = _js_findings(lines, inserted)
+    else:
+        reason = (f"no insecure-pattern rules for language {language!r} (screened: "
+                  f"{', '.join(sorted(_SCREENED))}); checked for hard-coded secrets only")
+    if policy.check_secrets:
+        findings += _secret_findings(lines, inserted, language)
+    findings.sort(key=lambda f: (f.line, f.col, f.test_id))
+    verdict = _decide(findings, policy)
+    if reason is not None and verdict != "block":
+        verdict = "unscreened"
+    return ScreenResult(verdict, findings, reason, language, scope)
+
+
+def screen_text(text: str, language: str = "python", policy: Policy | None = None) -> ScreenResult:
+    """Screen a whole text (a file, an index chunk, a teacher output): every line counts as inserted."""
+    return screen_suggestion("", 0, 0, text, language, policy)
