@@ -1,0 +1,157 @@
+"""The Protege language server object: shared state, logging, and the wiring of feature modules."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+
+from server.config import merge_raw, parse_config
+from server.engine import Engine, EngineOptions
+from server.pipeline import CompletionService
+from server.scheduler import Supersession
+
+log = logging.getLogger("protege")
+
+# Each module exposes ``register(server: ProtegeServer) -> None``. Order does not matter.
+FEATURE_MODULES = (
+    "server.features.lifecycle",
+    "server.features.inline_completion",
+    "server.features.completion",
+    "server.features.commands",
+    "server.features.documents",
+)
+
+VERSION = "0.1.0"
+
+
+class LspLogHandler(logging.Handler):
+    """Forwards log records to the client as ``window/logMessage`` (thread-safe)."""
+
+    LEVELS = {logging.ERROR: types.MessageType.Error, logging.WARNING: types.MessageType.Warning,
+              logging.INFO: types.MessageType.Info}
+
+    def __init__(self, server: ProtegeServer) -> None:
+        super().__init__(level=logging.INFO)
+        self.server = server
+
+    def emit(self, record: logging.LogRecord) -> None:
+        loop = self.server.loop
+        if loop is None or loop.is_closed():
+            return
+        msg_type = self.LEVELS.get(record.levelno, types.MessageType.Log)
+        params = types.LogMessageParams(type=msg_type, message=self.format(record))
+        try:
+            loop.call_soon_threadsafe(self.server.window_log_message, params)
+        except RuntimeError:
+            pass  # loop shutting down
+
+
+class ProtegeServer(LanguageServer):
+    """Language server with Protege's state: config, engine, completion service, index."""
+
+    def __init__(self, model: str | None = None, overrides: dict[str, Any] | None = None) -> None:
+        super().__init__("protege", VERSION)
+        self.cli_overrides: dict[str, Any] = dict(overrides or {})
+        if model:
+            self.cli_overrides["model"] = model
+        self.raw_options: dict[str, Any] = {}
+        self.config, _ = parse_config(self.cli_overrides)
+        self.engine = Engine(self._engine_options())
+        self.service = CompletionService(self.config, self.engine)
+        self.supersession = Supersession()
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="protege-model")
+        self.index_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="protege-index")
+        self.engine_ready = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._warned: set[str] = set()
+        self.index: Any = None  # indexing.api.RepoIndex once opened
+        self.index_error: str | None = None
+        self.annotations: dict[str, list[Any]] = {}  # uri -> findings of accepted annotated suggestions
+        self.counters = {"completionRequests": 0, "superseded": 0, "cancelled": 0, "errors": 0}
+        for name in FEATURE_MODULES:
+            importlib.import_module(name).register(self)
+
+    # -- configuration -------------------------------------------------------------------
+    def _engine_options(self) -> EngineOptions:
+        c = self.config
+        return EngineOptions(model=c.model, family=c.family, dtype=c.dtype, quantize=c.quantize,
+                             allow_online=c.allow_online, threads=c.threads)
+
+    def apply_options(self, raw: dict[str, Any] | None, source: str) -> None:
+        """Merge wire options (init options or workspace settings) and reload what changed."""
+        merged = merge_raw(merge_raw(self.raw_options, raw or {}), self.cli_overrides)
+        cfg, warnings = parse_config(merged)
+        for w in warnings:
+            self.warn_once(f"config:{w}", f"Protege: {w} (from {source})")
+        self.raw_options = merge_raw(self.raw_options, raw or {})
+        old = self.config
+        self.config = cfg
+        self.service.reconfigure(cfg)
+        engine_changed = (old.model, old.family, old.dtype, old.quantize, old.allow_online, old.threads) != (
+            cfg.model, cfg.family, cfg.dtype, cfg.quantize, cfg.allow_online, cfg.threads)
+        if engine_changed and self.engine.state != "unloaded":
+            self.engine = Engine(self._engine_options())
+            self.service.engine = self.engine
+            self.start_engine()
+
+    def start_engine(self) -> None:
+        """Load the model in a background thread; report a failure once via showMessage."""
+        self.engine_ready.clear()
+        engine = self.engine
+
+        def load() -> None:
+            engine.load()
+            self.engine_ready.set()
+            if engine.state == "error":
+                self.warn_once(f"model:{engine.error}", f"Protege: {engine.error}", types.MessageType.Error)
+            else:
+                log.info("model ready: %s (%s parameters)", engine.model_path, f"{engine.parameters():,}")
+
+        threading.Thread(target=load, name="protege-load", daemon=True).start()
+
+    # -- messages ------------------------------------------------------------------------
+    def warn_once(self, key: str, message: str, kind: types.MessageType = types.MessageType.Warning) -> None:
+        """Show ``message`` to the user once per ``key`` (thread-safe); always log it."""
+        log.warning(message)
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        params = types.ShowMessageParams(type=kind, message=message)
+        if self.loop is not None and not self.loop.is_closed():
+            try:
+                if threading.current_thread() is threading.main_thread():
+                    self.window_show_message(params)
+                else:
+                    self.loop.call_soon_threadsafe(self.window_show_message, params)
+            except RuntimeError:
+                pass
+
+    def status(self) -> dict[str, Any]:
+        """What the status command reports."""
+        from server.config import to_wire
+
+        e = self.engine
+        return {
+            "version": VERSION,
+            "model": {"path": e.model_path, "state": e.state, "error": e.error,
+                      "family": e.template.family if e.template else None,
+                      "parameters": e.parameters(), "dtype": self.config.dtype, "quantize": self.config.quantize},
+            "engine": dict(e.stats),
+            "cache": self.service.cache.stats(),
+            "screening": {"enabled": self.config.screening.enabled, **self.service.screen_stats},
+            "index": self.index.status() if self.index is not None else {"state": "closed",
+                                                                        "error": self.index_error},
+            "requests": dict(self.counters),
+            "config": to_wire(self.config),
+        }
+
+
+def create_server(model: str | None = None, overrides: dict[str, Any] | None = None) -> ProtegeServer:
+    return ProtegeServer(model=model, overrides=overrides)

@@ -1,0 +1,111 @@
+"""Server-side subcommands: ``serve``, ``complete`` and ``status``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from server.app import create_server
+
+    overrides: dict[str, Any] = {}
+    if args.dtype:
+        overrides["dtype"] = args.dtype
+    if args.quantize:
+        overrides["quantize"] = args.quantize
+    server = create_server(model=args.model, overrides=overrides)
+    from server.app import LspLogHandler
+
+    logging.getLogger().addHandler(LspLogHandler(server))
+    if args.tcp:
+        host, _, port = args.tcp.rpartition(":")
+        if not port.isdigit():
+            print(f"protege: --tcp expects HOST:PORT, got {args.tcp!r}", file=sys.stderr)
+            return 2
+        server.start_tcp(host or "127.0.0.1", int(port))
+    else:
+        server.start_io()
+    return 0
+
+
+def _complete(args: argparse.Namespace) -> int:
+    """Complete at FILE:LINE:COL in-process (1-based line and column, as editors show them)."""
+    from server.config import parse_config
+    from server.engine import Engine
+    from server.pipeline import CompletionService, PositionError
+    from server.screening import make_screen
+
+    try:
+        file_, line_s, col_s = args.location.rsplit(":", 2)
+        line, col = int(line_s) - 1, int(col_s) - 1
+    except ValueError:
+        print(f"protege: expected FILE:LINE:COL (1-based), got {args.location!r}", file=sys.stderr)
+        return 2
+    path = Path(file_)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"protege: cannot read {path}: {exc}", file=sys.stderr)
+        return 2
+    raw: dict[str, Any] = {"debounceMs": 0}
+    if args.model:
+        raw["model"] = args.model
+    if args.quantize:
+        raw["quantize"] = args.quantize
+    cfg, warnings = parse_config(raw)
+    for w in warnings:
+        print(f"protege: {w}", file=sys.stderr)
+    engine = Engine(_engine_opts(cfg))
+    engine.load()
+    if not engine.ready:
+        print(f"protege: {engine.error}", file=sys.stderr)
+        return 1
+    screen, problem = make_screen(cfg)
+    service = CompletionService(cfg, engine, screen=screen)
+    try:
+        out = service.complete(path.as_uri(), text, line, col, language=_language_of(path))
+    except PositionError as exc:
+        print(f"protege: bad position: {exc}", file=sys.stderr)
+        return 2
+    result = {"suggestion": out.text, "latency_ms": round(out.latency_ms, 1), "mode": out.mode,
+              "tokens": out.generated_tokens, "blocked": out.blocked,
+              "screen": out.screen.to_dict() if out.screen is not None and hasattr(out.screen, "to_dict") else None}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(out.text)
+        print(f"-- {out.latency_ms:.0f} ms, {out.generated_tokens} tokens, {out.mode} mode", file=sys.stderr)
+    return 0
+
+
+def _engine_opts(cfg: Any) -> Any:
+    from server.engine import EngineOptions
+
+    return EngineOptions(model=cfg.model, family=cfg.family, dtype=cfg.dtype, quantize=cfg.quantize,
+                         allow_online=cfg.allow_online, threads=cfg.threads)
+
+
+def _language_of(path: Path) -> str:
+    return {".py": "python", ".js": "javascript", ".ts": "typescript", ".jsx": "javascriptreact",
+            ".tsx": "typescriptreact", ".go": "go", ".rs": "rust", ".java": "java"}.get(path.suffix, "plaintext")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run the language server (stdio by default)")
+    p.add_argument("--model", help="model directory (default: the shipped starter student)")
+    p.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"])
+    p.add_argument("--quantize", choices=["none", "int8"])
+    p.set_defaults(func=_serve)
+
+    c = sub.add_parser("complete", help="print a completion for FILE:LINE:COL (1-based)")
+    c.add_argument("location", metavar="FILE:LINE:COL")
+    c.add_argument("--model")
+    c.add_argument("--quantize", choices=["none", "int8"])
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_complete)

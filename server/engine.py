@@ -1,0 +1,222 @@
+"""The serving engine: loads a causal LM, decodes off the event loop, reuses the KV cache across requests.
+
+One engine serves one model. ``generate`` is thread-safe (a lock serialises decoding: on a 2-core
+CPU two concurrent decodes are slower than two sequential ones) and checks its cancel event
+between tokens, so a superseded request stops within one forward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+import distill_code
+from distill_code.fim import FimTemplate, template_for
+from distill_code.modeling import ModelLoadError, load_causal_lm
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["line", "block"]
+
+
+def default_model_path() -> Path:
+    """The starter student shipped inside the package."""
+    return Path(distill_code.__file__).resolve().parent / "starter" / "student"
+
+
+@dataclass
+class EngineOptions:
+    model: str | None = None
+    family: str = "auto"
+    dtype: str = "float32"
+    quantize: str = "none"
+    allow_online: bool = False
+    threads: int = 0
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    tokens: int
+    prompt_tokens: int
+    reused_tokens: int
+    elapsed_s: float
+    stop_reason: str
+    token_ids: list[int] = field(default_factory=list)
+
+
+class Engine:
+    """Owns the model, the tokenizer, the FIM template and a single reusable KV cache."""
+
+    def __init__(self, options: EngineOptions) -> None:
+        self.options = options
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.template: FimTemplate | None = None
+        self.model_path: str = ""
+        self.state: str = "unloaded"
+        self.error: str | None = None
+        self._lock = threading.Lock()
+        self._kv: Any = None
+        self._kv_ids: list[int] = []
+        self._stop_ids: set[int] = set()
+        self.healer: Any = None
+        self.stats = {"requests": 0, "generated_tokens": 0, "reused_tokens": 0, "prompt_tokens": 0,
+                      "decode_s": 0.0}
+
+    # -- loading -------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load the model; on failure ``state`` is "error" and ``error`` says what to do."""
+        self.state = "loading"
+        path = self.options.model or str(default_model_path())
+        self.model_path = path
+        try:
+            if not self.options.model and not default_model_path().exists():
+                raise ModelLoadError(
+                    "no model configured and the shipped starter student is missing; "
+                    "set the 'model' option (or --model DIR) to a Hugging Face model directory"
+                )
+            if self.options.threads > 0:
+                torch.set_num_threads(self.options.threads)
+            model, tok = load_causal_lm(path, dtype=self.options.dtype, allow_online=self.options.allow_online)
+            if self.options.quantize == "int8":
+                if self.options.dtype != "float32":
+                    log.warning("int8 dynamic quantization needs float32 weights; converting from %s",
+                                self.options.dtype)
+                    model = model.float()
+                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            vocab = set(tok.get_vocab())
+            self.template = template_for(self.options.family, vocab)
+            self._stop_ids = {
+                i for s in self.template.stop_strings()
+                if s in vocab and (i := tok.convert_tokens_to_ids(s)) is not None
+            }
+            if tok.eos_token_id is not None:
+                self._stop_ids.add(int(tok.eos_token_id))
+            self.model, self.tokenizer = model, tok
+            self.state = "ready"
+            self.error = None
+            log.info("loaded %s (%s, quantize=%s, template=%s)", path, self.options.dtype,
+                     self.options.quantize, self.template.family)
+        except ModelLoadError as exc:
+            self.state, self.error = "error", str(exc)
+        except Exception as exc:  # a broken checkpoint must not take the server down
+            self.state, self.error = "error", f"could not load model {path!r}: {exc}"
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    def parameters(self) -> int:
+        if self.model is None:
+            return 0
+        return sum(p.numel() for p in self.model.parameters())
+
+    # -- decoding ------------------------------------------------------------------------
+    def _prefill(self, prompt_ids: list[int]) -> tuple[torch.Tensor, int]:
+        """Run the prompt through the model reusing the cached prefix; returns last logits, reused."""
+        from transformers import DynamicCache
+
+        reuse = 0
+        if self._kv is not None:
+            limit = min(len(self._kv_ids), len(prompt_ids) - 1)
+            while reuse < limit and self._kv_ids[reuse] == prompt_ids[reuse]:
+                reuse += 1
+        if reuse == 0 or self._kv is None:
+            self._kv = DynamicCache()
+            reuse = 0
+        else:
+            drop = self._kv.get_seq_length() - reuse
+            if drop > 0:
+                self._kv.crop(-drop)  # transformers 5: a negative count removes that many tokens
+        new = torch.tensor([prompt_ids[reuse:]], dtype=torch.long)
+        out = self.model(input_ids=new, past_key_values=self._kv, use_cache=True)
+        self._kv = out.past_key_values
+        self._kv_ids = list(prompt_ids)
+        return out.logits[0, -1].float(), reuse
+
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, mode: Mode = "block",
+                 cancel: threading.Event | None = None, heal_removed: str = "",
+                 base_indent: int | None = None) -> GenerationResult:
+        """Greedy decode after ``prompt_ids`` with early stops for ``mode``.
+
+        ``heal_removed`` is text backed off the prompt by token healing: the first tokens are
+        constrained to reproduce it, and it is stripped from the returned text.
+        """
+        if not self.ready:
+            raise ModelLoadError(self.error or "model is not loaded")
+        if not prompt_ids:
+            raise ValueError("empty prompt")
+        t0 = time.perf_counter()
+        with self._lock, torch.inference_mode():
+            try:
+                logits, reused = self._prefill(prompt_ids)
+            except Exception:
+                self._kv, self._kv_ids = None, []
+                raise
+            generated: list[int] = []
+            remaining = heal_removed if (heal_removed and self.healer is not None) else ""
+            reason = "length"
+            text = ""
+            for _ in range(max_new_tokens):
+                if cancel is not None and cancel.is_set():
+                    reason = "cancelled"
+                    break
+                if remaining:
+                    allowed = self.healer.allowed_tokens(remaining)
+                    idx = torch.as_tensor(allowed, dtype=torch.long)
+                    if idx.numel() == 0:
+                        remaining = ""  # nothing in the vocabulary fits: decode freely
+                        next_id = int(torch.argmax(logits))
+                    else:
+                        next_id = int(idx[int(torch.argmax(logits[idx]))])
+                        remaining = self.healer.advance(remaining, next_id)
+                else:
+                    next_id = int(torch.argmax(logits))
+                if next_id in self._stop_ids:
+                    reason = "eos"
+                    break
+                generated.append(next_id)
+                text = self.tokenizer.decode(generated, skip_special_tokens=False)
+                if not remaining and self._should_stop(text, heal_removed, mode, base_indent):
+                    reason = "stop"
+                    break
+                out = self.model(input_ids=torch.tensor([[next_id]]), past_key_values=self._kv, use_cache=True)
+                self._kv = out.past_key_values
+                self._kv_ids.append(next_id)
+                logits = out.logits[0, -1].float()
+            if heal_removed and self.healer is not None:
+                text = self.healer.strip(text, heal_removed)
+            elapsed = time.perf_counter() - t0
+            self.stats["requests"] += 1
+            self.stats["generated_tokens"] += len(generated)
+            self.stats["reused_tokens"] += reused
+            self.stats["prompt_tokens"] += len(prompt_ids)
+            self.stats["decode_s"] += elapsed
+            return GenerationResult(text=text, tokens=len(generated), prompt_tokens=len(prompt_ids),
+                                    reused_tokens=reused, elapsed_s=elapsed, stop_reason=reason,
+                                    token_ids=generated)
+
+    @staticmethod
+    def _should_stop(text: str, heal_removed: str, mode: Mode, base_indent: int | None) -> bool:
+        body = text[len(heal_removed):] if heal_removed and text.startswith(heal_removed) else text
+        if mode == "line":
+            return "\n" in body.lstrip("\n") or (body.startswith("\n") and body.strip() != "")
+        # Block mode: stop once a complete line dedents below the block, or after a blank-line pair.
+        lines = body.split("\n")
+        if len(lines) < 3:
+            return False
+        if "\n\n\n" in body:
+            return True
+        if base_indent is None:
+            return False
+        for ln in lines[1:-1]:
+            if ln.strip() and (len(ln) - len(ln.lstrip())) < base_indent:
+                return True
+        return False

@@ -1,0 +1,82 @@
+"""The workspace's repository index inside the server: opening it and feeding completion context."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pygls.uris import to_fs_path
+
+from server.prompt import ContextItem
+
+if TYPE_CHECKING:
+    from server.app import ProtegeServer
+
+log = logging.getLogger("protege")
+
+
+def workspace_root(ls: ProtegeServer) -> Path | None:
+    root = ls.workspace.root_path
+    if root:
+        return Path(root)
+    folders = list(ls.workspace.folders.values())
+    if folders:
+        p = to_fs_path(folders[0].uri)
+        return Path(p) if p else None
+    return None
+
+
+def relative_path(ls: ProtegeServer, uri: str) -> str:
+    """Workspace-relative path of ``uri`` (the index's key), or the URI itself when outside it."""
+    fs = to_fs_path(uri)
+    root = workspace_root(ls)
+    if fs and root:
+        try:
+            return Path(fs).resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            return fs
+    return fs or uri
+
+
+def open_index(ls: ProtegeServer) -> None:
+    """Open the index in the background and install the completion-context provider."""
+    if not ls.config.index.enabled:
+        ls.service.context_provider = None
+        return
+    root = workspace_root(ls)
+    if root is None:
+        ls.index_error = "no workspace folder: repository context is off"
+        return
+    if importlib.util.find_spec("indexing.api") is None:
+        ls.index_error = "the indexing package is not installed"
+        log.warning("repository index unavailable: %s", ls.index_error)
+        return
+
+    def work() -> None:
+        from indexing.api import RepoIndex
+
+        from indexing.config import IndexConfig
+
+        opts = ls.config.index
+        try:
+            index = RepoIndex.open(root, IndexConfig(chroma_url=opts.chroma_url, cache_dir=opts.cache_dir))
+        except Exception as exc:  # a corrupt or locked index must not stop completions
+            ls.index_error = f"could not open the index: {exc}"
+            ls.warn_once(f"index:{exc}", f"Protege: {ls.index_error}; completions continue without it")
+            return
+        ls.index, ls.index_error = index, None
+        max_chars = opts.max_context_chars
+
+        def provider(path: str, text: str, line: int, character: int) -> list[ContextItem]:
+            rel = relative_path(ls, path) if "://" in path else path
+            return [ContextItem(path=s.path, text=s.text, score=s.score)
+                    for s in index.completion_context(rel, text, line, character, max_chars=max_chars)]
+
+        ls.service.context_provider = provider
+        if opts.auto_index:
+            index.update()
+        log.info("repository index open at %s", root)
+
+    ls.index_executor.submit(work)

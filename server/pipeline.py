@@ -1,0 +1,190 @@
+"""The completion pipeline: position → context → prompt → engine → post-processing → screen → cache.
+
+Synchronous and editor-agnostic: the LSP features run it in a worker thread, the CLI and the
+benchmarks call it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.config import ProtegeConfig
+from server.engine import Engine
+from server.postprocess import CursorContext, postprocess
+from server.prompt import ContextItem, PromptBuilder
+from server.scheduler import SuggestionCache
+
+log = logging.getLogger(__name__)
+
+ContextProvider = Callable[[str, str, int, int], list[ContextItem]]
+# (document, line, character, suggestion, language) -> a security.screen.ScreenResult-like object
+Screen = Callable[[str, int, int, str, str], Any]
+
+
+class PositionError(ValueError):
+    """A request position that does not exist in the document."""
+
+
+def utf16_to_index(line_text: str, character: int) -> int:
+    """Python string index of an LSP UTF-16 ``character`` offset within ``line_text``."""
+    units = 0
+    for i, ch in enumerate(line_text):
+        if units >= character:
+            return i
+        units += 2 if ord(ch) > 0xFFFF else 1
+    if units >= character:
+        return len(line_text)
+    raise PositionError(f"character {character} is past the end of the line ({units} UTF-16 units)")
+
+
+def split_at(text: str, line: int, character: int) -> tuple[str, str]:
+    """Split ``text`` at an LSP position (UTF-16 units); raises ``PositionError`` if it is not in it."""
+    if line < 0 or character < 0:
+        raise PositionError(f"position ({line}, {character}) is negative")
+    lines = text.split("\n")
+    if line >= len(lines):
+        raise PositionError(f"line {line} is past the end of the document ({len(lines)} lines)")
+    line_text = lines[line].rstrip("\r")
+    idx = utf16_to_index(line_text, character)
+    offset = sum(len(ln) + 1 for ln in lines[:line]) + idx
+    return text[:offset], text[offset:]
+
+
+@dataclass
+class Outcome:
+    """One completion's result, with enough detail for the editor, the status and benchmarks."""
+
+    text: str  # "" when there is nothing to show
+    source: str  # "model" | "cache" | "typed-ahead" | "none"
+    latency_ms: float
+    mode: str = "line"
+    screen: Any = None  # the ScreenResult, when screened
+    blocked: bool = False
+    generated_tokens: int = 0
+    reused_tokens: int = 0
+    prompt_tokens: int = 0
+    decode_s: float = 0.0
+    context: list[ContextItem] = field(default_factory=list)
+    cancelled: bool = False
+
+
+class CompletionService:
+    """Wires config, engine, context provider, security screen and cache into one call."""
+
+    def __init__(self, config: ProtegeConfig, engine: Engine, context_provider: ContextProvider | None = None,
+                 screen: Screen | None = None) -> None:
+        self.config = config
+        self.engine = engine
+        self.context_provider = context_provider
+        self.screen = screen
+        self.cache = SuggestionCache(config.cache_size)
+        self._builder: PromptBuilder | None = None
+        self._healer: Any = None
+        self._lock = threading.Lock()
+        self.screen_stats = {"screened": 0, "blocked": 0, "annotated": 0, "unscreened": 0}
+
+    def reconfigure(self, config: ProtegeConfig) -> None:
+        self.config = config
+        self.cache = SuggestionCache(config.cache_size)
+        self._builder = None
+
+    @property
+    def builder(self) -> PromptBuilder:
+        if self._builder is None:
+            assert self.engine.template is not None
+            c = self.config
+            self._builder = PromptBuilder(self.engine.tokenizer, self.engine.template, c.context_tokens,
+                                          c.prefix_share, c.suffix_share)
+        return self._builder
+
+    def healer(self) -> Any:
+        """The token healer for the engine's tokenizer (built once), or None when healing is off."""
+        if not self.config.healing:
+            self.engine.healer = None
+            return None
+        if self._healer is None:
+            from server.healing import TokenHealer
+
+            self._healer = TokenHealer(self.engine.tokenizer)
+        self.engine.healer = self._healer
+        return self._healer
+
+    def complete(self, uri: str, text: str, line: int, character: int, language: str = "python",
+                 cancel: threading.Event | None = None, path: str | None = None) -> Outcome:
+        """Suggestion for the cursor at (line, character). Raises ``PositionError`` for bad positions
+        and ``ModelLoadError`` when no model is available."""
+        t0 = time.perf_counter()
+        prefix, suffix = split_at(text, line, character)
+        cached = self.cache.get(uri, prefix, suffix)
+        line_prefix = prefix.rsplit("\n", 1)[-1]
+        line_suffix = suffix.split("\n", 1)[0]
+        ctx = CursorContext(line_prefix=line_prefix, line_suffix=line_suffix, suffix=suffix)
+        mode = ctx.mode if self.config.multiline else "line"
+        if cached is not None:
+            return Outcome(text=cached[0], source=cached[1], latency_ms=(time.perf_counter() - t0) * 1000,
+                           mode=mode)
+        if not self.engine.ready:
+            from distill_code.modeling import ModelLoadError
+
+            raise ModelLoadError(self.engine.error or "the model is still loading; try again in a moment")
+
+        context: list[ContextItem] = []
+        if self.context_provider is not None:
+            try:
+                context = self.context_provider(path or uri, text, line, character)
+            except Exception as exc:  # retrieval must never cost the user a completion
+                log.warning("context retrieval failed (%s); completing without repository context", exc)
+
+        healer = self.healer()
+        heal_removed = ""
+        prompt_prefix = prefix
+        if healer is not None:
+            plan = healer.plan_prefix(prefix)
+            prompt_prefix, heal_removed = plan.prefix, plan.removed
+        prompt = self.builder.build(prompt_prefix, suffix, context, heal_removed=heal_removed)
+        max_new = self.config.max_new_tokens_line if mode == "line" else self.config.max_new_tokens
+        gen = self.engine.generate(prompt.ids, max_new, mode=mode, cancel=cancel, heal_removed=heal_removed,
+                                   base_indent=ctx.indent)
+        if gen.stop_reason == "cancelled":
+            return Outcome(text="", source="none", latency_ms=(time.perf_counter() - t0) * 1000, mode=mode,
+                           cancelled=True)
+        assert self.engine.template is not None
+        suggestion = postprocess(gen.text, ctx, self.engine.template.stop_strings(), self.config.multiline)
+        outcome = Outcome(text=suggestion, source="model" if suggestion else "none", latency_ms=0.0, mode=mode,
+                          generated_tokens=gen.tokens, reused_tokens=gen.reused_tokens,
+                          prompt_tokens=gen.prompt_tokens, decode_s=gen.elapsed_s, context=prompt.context)
+        if suggestion and self.screen is not None and self.config.screening.enabled:
+            self._apply_screen(outcome, text, line, character, language)
+        if outcome.text:
+            self.cache.put(uri, prefix, suffix, outcome.text)
+        outcome.latency_ms = (time.perf_counter() - t0) * 1000
+        return outcome
+
+    def _apply_screen(self, outcome: Outcome, text: str, line: int, character: int, language: str) -> None:
+        """Screen the suggestion; a blocked block falls back to its lines before the first finding."""
+        assert self.screen is not None
+        result = self.screen(text, line, character, outcome.text, language)
+        self.screen_stats["screened"] += 1
+        verdict = getattr(result, "verdict", "unscreened")
+        if verdict == "block":
+            self.screen_stats["blocked"] += 1
+            lines = outcome.text.split("\n")
+            first_bad = min((f.line - line for f in result.findings), default=0)
+            fallback = "\n".join(lines[:first_bad]).rstrip() if first_bad > 0 else ""
+            if fallback.strip():
+                again = self.screen(text, line, character, fallback, language)
+                if getattr(again, "verdict", "block") != "block":
+                    outcome.text, outcome.screen = fallback, again
+                    return
+            outcome.text, outcome.blocked, outcome.source, outcome.screen = "", True, "none", result
+            return
+        if verdict == "annotate":
+            self.screen_stats["annotated"] += 1
+        elif verdict == "unscreened":
+            self.screen_stats["unscreened"] += 1
+        outcome.screen = result

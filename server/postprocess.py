@@ -1,0 +1,167 @@
+"""Post-processing of raw model output into a suggestion the editor can show.
+
+Rules, in order: cut at stop tokens; one line when the cursor is mid-line, a block at the end of
+a line (truncated where the block ends, by indentation); drop text that the suffix already has;
+cut repetition loops; balance brackets against the suffix; drop empty suggestions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+Mode = Literal["line", "block"]
+
+_OPEN = {"(": ")", "[": "]", "{": "}"}
+_CLOSE = {v: k for k, v in _OPEN.items()}
+_BLOCK_OPENER = re.compile(r"[:{(\[]\s*(#.*)?$")
+
+
+@dataclass
+class CursorContext:
+    """What the post-processor needs to know about the cursor position."""
+
+    line_prefix: str  # text of the current line before the cursor
+    line_suffix: str  # text of the current line after the cursor
+    suffix: str  # the whole document after the cursor
+
+    @property
+    def mode(self) -> Mode:
+        """Mid-line (non-blank text after the cursor) asks for one line; end of line for a block."""
+        return "line" if self.line_suffix.strip() else "block"
+
+    @property
+    def indent(self) -> int:
+        """Indentation of the current line."""
+        return len(self.line_prefix) - len(self.line_prefix.lstrip())
+
+
+def cut_at_stops(text: str, stops: Iterable[str]) -> str:
+    cut = len(text)
+    for s in stops:
+        if s and (i := text.find(s)) != -1:
+            cut = min(cut, i)
+    return text[:cut]
+
+
+def _indent_of(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def truncate_block(text: str, ctx: CursorContext) -> str:
+    """Keep the first line plus the following lines that stay inside the block being written.
+
+    After a line that opens a block (``:``, ``{``, ``(``...), deeper lines belong to it and a
+    closing brace at the opener's indentation ends it; after a plain statement, lines at the same
+    or deeper indentation continue it, and a dedent or a new definition ends the suggestion.
+    """
+    lines = text.split("\n")
+    if len(lines) == 1:
+        return text
+    first = ctx.line_prefix + lines[0]
+    base = _indent_of(first) if first.strip() else ctx.indent
+    opens_block = bool(_BLOCK_OPENER.search(first.rstrip()))
+    kept = [lines[0]]
+    blank_run = 0
+    for ln in lines[1:]:
+        if not ln.strip():
+            blank_run += 1
+            if blank_run >= 2:
+                break
+            kept.append(ln)
+            continue
+        blank_run = 0
+        ind = _indent_of(ln)
+        if opens_block:
+            if ind > base:
+                kept.append(ln)
+                continue
+            if ind == base and ln.strip()[:1] in ")]}":
+                kept.append(ln)
+            break
+        if ind < base or (ind == base and ln.lstrip().startswith(("def ", "class ", "@", "async def "))):
+            break
+        kept.append(ln)
+    while len(kept) > 1 and not kept[-1].strip():
+        kept.pop()
+    return "\n".join(kept)
+
+
+def remove_suffix_overlap(text: str, ctx: CursorContext) -> str:
+    """Drop a tail of the suggestion that the document already has right after the cursor."""
+    suffix_line = ctx.line_suffix
+    if suffix_line.strip():
+        s = suffix_line.rstrip()
+        # The suggestion re-types what follows the cursor on this line (e.g. closing brackets).
+        for k in range(len(s), 0, -1):
+            if text.endswith(s[:k]) and s[:k].strip():
+                return text[: len(text) - k]
+        return text
+    # End of line: the suggestion's last lines may repeat the next lines of the document.
+    nxt = [ln for ln in ctx.suffix.split("\n")[1:4] if ln.strip()]
+    if nxt:
+        lines = text.split("\n")
+        head = nxt[0].strip()
+        for i in range(1, len(lines)):
+            if lines[i].strip() and lines[i].strip() == head:
+                return "\n".join(lines[:i]).rstrip()
+    return text
+
+
+def remove_repetition(text: str) -> str:
+    """Cut degenerate loops: a line repeated 3+ times, or a short unit repeated in one line."""
+    lines = text.split("\n")
+    out: list[str] = []
+    for ln in lines:
+        if len(out) >= 2 and ln.strip() and ln == out[-1] == out[-2]:
+            break
+        out.append(ln)
+    while len(out) >= 3 and out[-1].strip() and out[-1] == out[-2]:
+        out.pop()
+    text = "\n".join(out)
+    m = re.search(r"(.{2,20}?)\1{3,}", text)
+    if m:
+        text = text[: m.start() + len(m.group(1))]
+    return text
+
+
+def balance_brackets(text: str, ctx: CursorContext) -> str:
+    """Drop closing brackets that close nothing, unless the suffix-side text still needs them."""
+    depth: list[str] = []
+    # Brackets still open on the current line before the cursor may be closed by the suggestion.
+    for ch in ctx.line_prefix:
+        if ch in _OPEN:
+            depth.append(ch)
+        elif ch in _CLOSE and depth and depth[-1] == _CLOSE[ch]:
+            depth.pop()
+    out = []
+    for ch in text:
+        if ch in _OPEN:
+            depth.append(ch)
+        elif ch in _CLOSE:
+            if depth and depth[-1] == _CLOSE[ch]:
+                depth.pop()
+            else:
+                break  # an unmatched closer: the rest belongs to code we cannot see
+        out.append(ch)
+    return "".join(out)
+
+
+def postprocess(raw: str, ctx: CursorContext, stops: Iterable[str] = (), multiline: bool = True) -> str:
+    """Turn raw model text into the suggestion to show ("" means: show nothing)."""
+    text = cut_at_stops(raw, stops)
+    mode = ctx.mode if multiline else "line"
+    if mode == "line":
+        stripped = text.lstrip("\n") if not ctx.line_prefix.strip() else text
+        text = stripped.split("\n", 1)[0]
+    else:
+        text = truncate_block(text, ctx)
+    text = remove_repetition(text)
+    text = balance_brackets(text, ctx)
+    text = remove_suffix_overlap(text, ctx)
+    text = text.rstrip() if "\n" in text else text.rstrip("\n")
+    if not text.strip():
+        return ""
+    return text
