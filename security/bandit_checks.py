@@ -13,7 +13,9 @@ import io
 import logging
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from bandit.core import config as b_config
@@ -29,19 +31,55 @@ LOG = logging.getLogger(__name__)
 _FNAME = "/suggestion.py"
 _NOSEC = re.compile(r"#\s*nosec\b:?\s*(?P<tests>[^#]*)", re.I)
 _TEST_ID = re.compile(r"\bB\d{3}\b")
+_COMMENT_OR_QUOTE = re.compile(r"""#|'''|\"\"\"|'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*\"""")
 
 _lock = threading.Lock()
-_test_set: Any = None
+_test_sets: dict[bool, Any] = {}
+try:
+    from bandit.plugins.trojansource import BIDI_CHARACTERS as _BIDI
+except ImportError:  # pragma: no cover - older Bandit
+    _BIDI = ("\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069", "\u200f")
+_BIDI_RE = re.compile("[" + "".join(_BIDI) + "]")
 
 
-def _tests() -> Any:
-    """Bandit's full default test set (every plugin and blacklist), built once."""
-    global _test_set
+def _tests(with_trojansource: bool = True) -> Any:
+    """Bandit's full default test set (every plugin and blacklist), built once.
+
+    The trojan-source check (B613) re-reads and re-decodes the whole source on every run; when
+    the source holds no bidirectional control character it cannot fire, so it is left out.
+    """
     with _lock:
-        if _test_set is None:
+        if with_trojansource not in _test_sets:
             conf = b_config.BanditConfig()
-            _test_set = b_test_set.BanditTestSet(conf, {})
-    return _test_set
+            profile = {} if with_trojansource else {"exclude": ["B613"]}
+            _test_sets[with_trojansource] = b_test_set.BanditTestSet(conf, profile)
+    return _test_sets[with_trojansource]
+
+
+@lru_cache(maxsize=256)
+def import_context(import_source: str) -> tuple[frozenset[str], tuple[tuple[str, str], ...]]:
+    """Bandit's import bookkeeping (imported names, alias -> qualified name) for a block of imports.
+
+    Mirrors BanditNodeVisitor.visit_Import/visit_ImportFrom, so a segment can start with the file's
+    imports already known instead of re-visiting (and re-checking) them on every suggestion.
+    """
+    imports: set[str] = set()
+    aliases: dict[str, str] = {}
+    try:
+        tree = ast.parse(import_source)
+    except SyntaxError:
+        return frozenset(), ()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) or (isinstance(node, ast.ImportFrom) and node.module is None):
+            for alias in node.names:
+                if alias.asname:
+                    aliases[alias.asname] = alias.name
+                imports.add(alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+                imports.add(f"{node.module}.{alias.name}")
+    return frozenset(imports), tuple(aliases.items())
 
 
 @dataclass
@@ -71,18 +109,46 @@ class _RecordingTester(b_tester.BanditTester):  # type: ignore[misc]
         return scores
 
 
-def parse_nosec(lines: list[str], allowed: list[bool] | None = None) -> dict[int, set[str]]:
+def _comment_col(line: str) -> int:
+    """Column of the line's comment (``#`` outside strings), or -1."""
+    pos = 0
+    while True:
+        m = _COMMENT_OR_QUOTE.search(line, pos)
+        if m is None:
+            return -1
+        if m.group() == "#":
+            return m.start()
+        pos = m.end()
+
+
+def _waived_tests(comment: str) -> set[str] | None:
+    """Bandit's own reading of a ``# nosec`` comment: None if none, an empty set waives every test."""
+    if not _NOSEC.search(comment):
+        return None
+    try:  # Bandit's parser also maps plugin names (``# nosec: hardcoded_password_string``) to ids
+        from bandit.core.manager import _parse_nosec_comment
+
+        return set(_parse_nosec_comment(comment) or set())
+    except Exception:  # a private helper: fall back to ids only if it ever changes
+        m = _NOSEC.search(comment)
+        return set(_TEST_ID.findall(m.group("tests") or "")) if m else None
+
+
+def parse_nosec(lines: list[str], allowed: Callable[[int, int], bool] | None = None) -> dict[int, set[str]]:
     """Bandit's ``# nosec`` waivers by 1-based line: an empty set waives every test on the line.
 
-    ``allowed[i]`` False ignores a waiver on line i (the screen ignores waivers a suggestion wrote).
+    ``allowed(index, comment_col)`` False ignores a waiver (the screen ignores waivers a suggestion wrote).
     """
     waivers: dict[int, set[str]] = {}
     for i, line in enumerate(lines):
-        if "nosec" not in line.lower() or (allowed is not None and not allowed[i]):
+        if "nosec" not in line.lower():
             continue
-        m = _NOSEC.search(line)
-        if m:
-            waivers[i + 1] = set(_TEST_ID.findall(m.group("tests") or ""))
+        col = _comment_col(line)
+        if col < 0 or (allowed is not None and not allowed(i, col)):
+            continue
+        tests = _waived_tests(line[col:])
+        if tests is not None:
+            waivers[i + 1] = tests
     return waivers
 
 
@@ -113,14 +179,24 @@ def _span(result: Any, lines: list[str]) -> tuple[int, int, int, int]:
     return start[0], start[1], end_line, end_col
 
 
-def run_bandit(source: str, nosec: dict[int, set[str]] | None = None) -> list[BanditIssue]:
-    """Every issue Bandit's default checks find in ``source`` (which must parse)."""
+def run_bandit(source: str, nosec: dict[int, set[str]] | None = None, imports: str = "") -> list[BanditIssue]:
+    """Every issue Bandit's default checks find in ``source`` (which must parse).
+
+    ``imports`` is import code that precedes ``source`` in its file: its names and aliases are
+    known to the checks (``sp.call(..., shell=True)`` after ``import subprocess as sp``), but the
+    imports themselves are not checked again.
+    """
     metrics = b_metrics.Metrics()
     metrics.begin(_FNAME)
+    tests = _tests(with_trojansource=bool(_BIDI_RE.search(source)))
     visitor = b_node_visitor.BanditNodeVisitor(
-        _FNAME, io.BytesIO(source.encode("utf-8")), b_meta_ast.BanditMetaAst(), _tests(), False, nosec or {}, metrics
+        _FNAME, io.BytesIO(source.encode("utf-8")), b_meta_ast.BanditMetaAst(), tests, False, nosec or {}, metrics
     )
     visitor.tester = _RecordingTester(visitor.testset, False, nosec or {}, metrics)
+    if imports:
+        names, aliases = import_context(imports)
+        visitor.imports.update(names)
+        visitor.import_aliases.update(aliases)
     visitor.process(source)
     lines = source.split("\n")
     issues = []

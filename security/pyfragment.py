@@ -53,6 +53,7 @@ class LexState:
     brackets: list[str] = field(default_factory=list)
     open_quote: str | None = None
     continued: bool = False  # ends in a backslash continuation
+    ends_in_comment: bool = False  # the last token is a comment: appended code must start a new line
     # (indent string, first word, last significant text, ends with ':') of each logical line
     logical: list[tuple[str, str, str, bool]] = field(default_factory=list)
 
@@ -92,10 +93,16 @@ def lex(text: str) -> LexState:
                 _end_logical(state, text, line_start, tail)
                 line_start = end
                 tail = ""
+        elif kind == "comment":
+            state.ends_in_comment = True
+            pos = end
+            continue
         elif kind == "other":
             stripped = m.group().strip()
             if stripped:
                 tail = stripped
+        if kind != "other" or m.group().strip():
+            state.ends_in_comment = False
         pos = end
     state.continued = text.endswith("\\") or text.endswith("\\\n")
     if state.open_quote is None and not state.brackets and text[line_start:].strip():
@@ -107,7 +114,8 @@ def lex(text: str) -> LexState:
 
 
 def _end_logical(state: LexState, text: str, start: int, tail: str) -> None:
-    line = text[start:text.find("\n", start) if "\n" in text[start:] else len(text)]
+    stop = text.find("\n", start)
+    line = text[start:stop if stop >= 0 else len(text)]
     stripped = line.lstrip(" \t\f")
     if not stripped or stripped.startswith("#"):
         return
@@ -129,6 +137,8 @@ def repair_suffix(text: str) -> str:
     """
     state = lex(text)
     out = state.open_quote or ""
+    if state.ends_in_comment and state.brackets:
+        out += "\n"  # closers after a trailing comment would be commented out
     tail = state.logical[-1][2] if state.logical else ""
     if state.continued:
         out += " _"  # a backslash continuation with nothing after it
@@ -237,10 +247,11 @@ def enclosing_headers(lines: list[str], ref: int) -> list[int]:
 
 
 def _statement_start(lines: list[str], i: int) -> int:
-    """Walk back from an indent-0 line to the start of its statement (clauses, decorators, closers)."""
+    """Walk back from an indent-0 line to the start of its statement (past clauses, bodies and closers)."""
     while i > 0:
-        word = _first_word(lines[i])
-        if word in _CLAUSE_WORDS or lines[i].lstrip().startswith((")", "]", "}")) or not _is_code(lines[i]):
+        line = lines[i]
+        if (not _is_code(line) or _indent_of(line) > 0 or _first_word(line) in _CLAUSE_WORDS
+                or line.lstrip().startswith((")", "]", "}"))):
             i -= 1
             continue
         break

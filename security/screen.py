@@ -122,18 +122,25 @@ def _python_findings(lines: list[str], inserted: tuple[int, int, int, int],
     i0, _, i1, _ = inserted
     scope = pyfragment.choose_scope(lines, i0, i1)
     imports = [text for text, _ in pyfragment.collect_imports("\n".join(lines[:scope[0]]), 10**12)]
-    segment, error = pyfragment.parseable_segment(lines, i0, i1, imports, scope)
+    # The imports are not part of the segment: Bandit learns their names up front instead.
+    segment, error = pyfragment.parseable_segment(lines, i0, i1, [], scope)
     if segment is None:
         return [], f"the Python code does not parse, even after repairing the fragment: {error}", ""
     if segment.kind != "scope":
         LOG.debug("screened a repaired fragment (%s)", segment.kind)
     seg_lines = segment.text.split("\n")
-    allowed = [
-        m is not None and (policy.honor_nosec_in_suggestion or not (i0 <= m <= i1))
-        for m in segment.line_map
-    ] + [False] * max(0, len(seg_lines) - len(segment.line_map))
+
+    def waiver_counts(index: int, col: int) -> bool:
+        doc_line = segment.line_map[index] if index < len(segment.line_map) else None
+        if doc_line is None:
+            return False
+        if policy.honor_nosec_in_suggestion or not (i0 <= doc_line <= i1):
+            return True
+        # On a line the suggestion touches, only a comment the document already had counts.
+        return (doc_line == i0 and col < inserted[1]) or (doc_line == i1 and col >= inserted[3])
+
     findings = []
-    for issue in run_bandit(segment.text, parse_nosec(seg_lines, allowed)):
+    for issue in run_bandit(segment.text, parse_nosec(seg_lines, waiver_counts), "\n".join(imports)):
         start_doc = segment.line_map[issue.line - 1] if issue.line - 1 < len(segment.line_map) else None
         if start_doc is None:
             continue  # on the imports or wrappers the screen added, not on the suggestion
