@@ -100,7 +100,8 @@ def token_bytes(tokenizer: Any) -> list[bytes | None]:
     added = {int(i): t.content for i, t in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items()}
     out: list[bytes | None] = [None] * n
     byte_decoder = getattr(tokenizer, "byte_decoder", None)  # slow GPT-2 style tokenizers
-    if byte_decoder is None and "ByteLevel" in _decoder_types(tokenizer):
+    decoder_types = _decoder_types(tokenizer)
+    if byte_decoder is None and "ByteLevel" in decoder_types:
         byte_decoder = _byte_level_alphabet()
     if byte_decoder is not None:
         for i, piece in enumerate(pieces):
@@ -116,8 +117,10 @@ def token_bytes(tokenizer: Any) -> list[bytes | None]:
         return out
     # SentencePiece/Unigram/WordPiece: a token's text depends on its neighbours (a leading "▁"
     # is a space mid-sequence but dropped at the start), so decode each after a plain anchor.
+    # "<0x0A>" pieces stand for one byte when the decoder turns them back into bytes (Llama-style).
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    byte_fallback = bool(getattr(getattr(backend, "model", None), "byte_fallback", False))
+    byte_fallback = ("ByteFallback" in decoder_types
+                     or bool(getattr(getattr(backend, "model", None), "byte_fallback", False)))
     anchor = next((i for i, p in enumerate(pieces) if i not in special and p == "a"), None)
     if anchor is None:
         anchor = next(i for i, p in enumerate(pieces) if i not in special and p and p.isalnum())
@@ -318,7 +321,8 @@ class TokenHealer:
         size = 0
         if word and (prefix is None or (prefix and _WORD.fullmatch(prefix[-1]))):
             size = word.end()
-        if prefix:
+        if prefix and not prefix[-1].isspace():
+            # After a space the word after the cursor starts a fresh word; only a real split counts.
             size = max(size, self._token_overhang(prefix, first_line))
         if size == 0 or size > MAX_SUFFIX_WORD:
             return SuffixPlan(suffix, "")
@@ -372,6 +376,16 @@ class TokenHealer:
             return ""
         raise ValueError(f"token {token_id} is not consistent with the text still to reproduce {remaining!r}; "
                          "choose it from allowed_tokens(remaining)")
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of generated ``ids`` as it follows the prompt (special tokens dropped).
+
+        Unlike ``tokenizer.decode`` on the generated ids alone, a SentencePiece "▁x" keeps its space
+        here, so the text lines up with ``removed``; a trailing partial character shows as U+FFFD.
+        """
+        pieces = self.index.token_bytes
+        data = b"".join(pieces[i] or b"" for i in ids if 0 <= i < self.index.vocab_size)
+        return data.decode("utf-8", "replace")
 
     def strip(self, generated: str, removed: str) -> str:
         """The completion without the typed characters that healing made the model reproduce."""
