@@ -96,6 +96,7 @@ class BanditIssue:
     col: int
     end_line: int
     end_col: int
+    reported_line: int  # the line Bandit itself reports (a keyword's line, say), within line..end_line
 
 
 class _RecordingTester(b_tester.BanditTester):  # type: ignore[misc]
@@ -217,6 +218,7 @@ def run_bandit(source: str, nosec: dict[int, set[str]] | None = None, imports: s
                 col=_char_col(text_at, col),
                 end_line=end_line,
                 end_col=_char_col(end_text, end_col),
+                reported_line=int(result.lineno or line),
             )
         )
     return issues

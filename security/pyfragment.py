@@ -11,9 +11,12 @@ so findings map back to the document exactly.
 from __future__ import annotations
 
 import ast
+import logging
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+
+LOG = logging.getLogger(__name__)
 
 # One coarse token at a time; strings are consumed by _STRING_BODY so brackets inside them never count.
 _TOKEN = re.compile(
@@ -331,8 +334,13 @@ def collect_imports(document: str, before_offset: int) -> list[tuple[str, int]]:
 
 
 def build_segments(lines: list[str], first: int, last: int, imports: list[str],
-                   scope: tuple[int, int, list[str]] | None = None) -> list[Segment]:
-    """Candidate segments for an insertion spanning document lines first..last, best first (not yet parsed)."""
+                   scope: tuple[int, int, list[str]] | None = None,
+                   max_lines: int | None = None) -> list[Segment]:
+    """Candidate segments for an insertion spanning document lines first..last, best first (not yet parsed).
+
+    Candidates longer than ``max_lines`` are dropped (the statement alone is always kept): Bandit's
+    cost grows faster than linearly with some statements (a 7,000-element literal takes it ~40 s).
+    """
     start, end, wrappers = scope or choose_scope(lines, first, last)
     head = list(imports) + [f"{indent}if True:" for indent in wrappers]
     head_map: list[int | None] = [None] * len(head)
@@ -342,6 +350,11 @@ def build_segments(lines: list[str], first: int, last: int, imports: list[str],
     ]
     if first != start:
         candidates.append(("statement-repaired", first, last + 1))
+    if max_lines is not None:
+        kept = [c for c in candidates if c[2] - c[1] <= max_lines]
+        if len(kept) < len(candidates):
+            LOG.debug("scope of %d lines is over the %d-line budget; screening a narrower segment", end - start, max_lines)
+        candidates = kept or [("statement-repaired", first, last + 1)]
     segments = []
     for kind, lo, hi in candidates:
         body = lines[lo:hi]
@@ -355,10 +368,13 @@ def build_segments(lines: list[str], first: int, last: int, imports: list[str],
 
 
 def parseable_segment(lines: list[str], first: int, last: int, imports: list[str],
-                      scope: tuple[int, int, list[str]] | None = None) -> tuple[Segment | None, str]:
+                      scope: tuple[int, int, list[str]] | None = None,
+                      max_lines: int | None = None, allow_repair: bool = True) -> tuple[Segment | None, str]:
     """The first candidate segment that parses (repairing fragments), or None with the last parse error."""
     error = "empty"
-    for seg in build_segments(lines, first, last, imports, scope):
+    for seg in build_segments(lines, first, last, imports, scope, max_lines):
+        if not allow_repair and seg.kind != "scope":
+            continue
         if seg.kind == "scope":
             err = parses(seg.text)
             if err is None:

@@ -117,15 +117,16 @@ def _secret_findings(lines: list[str], inserted: tuple[int, int, int, int], lang
     return found
 
 
-def _python_findings(lines: list[str], inserted: tuple[int, int, int, int],
-                     policy: Policy) -> tuple[list[Finding], str | None, str]:
+def _python_findings(lines: list[str], inserted: tuple[int, int, int, int], policy: Policy,
+                     max_scope_lines: int | None, repair: bool) -> tuple[list[Finding], str | None, str]:
     i0, _, i1, _ = inserted
     scope = pyfragment.choose_scope(lines, i0, i1)
     imports = [text for text, _ in pyfragment.collect_imports("\n".join(lines[:scope[0]]), 10**12)]
     # The imports are not part of the segment: Bandit learns their names up front instead.
-    segment, error = pyfragment.parseable_segment(lines, i0, i1, [], scope)
+    segment, error = pyfragment.parseable_segment(lines, i0, i1, [], scope, max_scope_lines, repair)
     if segment is None:
-        return [], f"the Python code does not parse, even after repairing the fragment: {error}", ""
+        how = ", even after repairing the fragment" if repair else ""
+        return [], f"the Python code does not parse{how}: {error}", ""
     if segment.kind != "scope":
         LOG.debug("screened a repaired fragment (%s)", segment.kind)
     seg_lines = segment.text.split("\n")
@@ -173,12 +174,21 @@ def _js_findings(lines: list[str], inserted: tuple[int, int, int, int]) -> list[
     return findings
 
 
+# Context lines around a suggestion beyond which the screen narrows to the suggestion's own statement.
+MAX_SCOPE_LINES = 400
+
+
 def screen_suggestion(document: str, line: int, character: int, suggestion: str, language: str = "python",
                       policy: Policy | None = None) -> ScreenResult:
     """Screen ``suggestion`` inserted at 0-based (line, character) of ``document``; only inserted text counts.
 
     Raises ValueError when the position is outside the document.
     """
+    return _screen(document, line, character, suggestion, language, policy, MAX_SCOPE_LINES, True)
+
+
+def _screen(document: str, line: int, character: int, suggestion: str, language: str,
+            policy: Policy | None, max_scope_lines: int | None, repair: bool) -> ScreenResult:
     policy = policy or _DEFAULT_POLICY
     language = (language or "").lower()
     lines, inserted = _merge(document, line, character, suggestion)
@@ -188,7 +198,7 @@ def screen_suggestion(document: str, line: int, character: int, suggestion: str,
     reason: str | None = None
     scope = ""
     if language == "python":
-        findings, reason, scope = _python_findings(lines, inserted, policy)
+        findings, reason, scope = _python_findings(lines, inserted, policy, max_scope_lines, repair)
     elif language in JS_LANGUAGES:
         findings = _js_findings(lines, inserted)
     else:
@@ -203,6 +213,11 @@ def screen_suggestion(document: str, line: int, character: int, suggestion: str,
     return ScreenResult(verdict, findings, reason, language, scope)
 
 
-def screen_text(text: str, language: str = "python", policy: Policy | None = None) -> ScreenResult:
-    """Screen a whole text (a file, an index chunk, a teacher output): every line counts as inserted."""
-    return screen_suggestion("", 0, 0, text, language, policy)
+def screen_text(text: str, language: str = "python", policy: Policy | None = None,
+                repair: bool = False) -> ScreenResult:
+    """Screen a whole text (a file, an index chunk, a teacher output): every line counts as inserted.
+
+    A text is taken as complete: Python that does not parse is "unscreened". ``repair=True`` treats
+    it as a fragment instead (a generation cut at its token limit) and closes what it left open.
+    """
+    return _screen("", 0, 0, text, language, policy, None, repair)
