@@ -100,6 +100,7 @@ def _chunk_code(text: str, lines: list[str], language: str, limits: ChunkLimits)
     tree = parser_for(language).parse(source)
     defs, tags = _collect(tree.root_node, language, lines)
     top = _nest(defs)
+    tags = sorted(tags + _def_tags(defs, lines), key=lambda t: (t.line, t.role, t.symbol, t.kind))
     segs = _level(top, 0, len(lines) - 1, lines, source, limits, top_level=True)
     return ParsedFile(_finish(segs, lines, language), tags)
 
@@ -123,11 +124,12 @@ def _collect(root: Node, language: str, lines: list[str]) -> tuple[list[_Def], l
                 row = name_node.start_point[0]
                 tags.append(Tag(name, "ref", key.split(".", 1)[1], row, lines[row].strip()[:200]))
     ordered = sorted(defs.values(), key=lambda d: (d.start_byte, -d.end_byte))
-    for d in ordered:
-        row = d.node.start_point[0]
-        tags.append(Tag(d.name, "def", d.kind, _name_row(d), lines[row].strip()[:200]))
-    tags.sort(key=lambda t: (t.line, t.role, t.symbol, t.kind))
     return ordered, tags
+
+
+def _def_tags(defs: list[_Def], lines: list[str]) -> list[Tag]:
+    """Definition tags, after nesting has told methods from functions."""
+    return [Tag(d.name, "def", d.kind, _name_row(d), lines[d.node.start_point[0]].strip()[:200]) for d in defs]
 
 
 def _name_row(d: _Def) -> int:
