@@ -263,3 +263,22 @@ def test_checkhealth_reports_the_running_server(nvim: Nvim) -> None:
     assert "running (root" in text
     assert "ready" in text
     assert "ERROR" not in text
+
+
+def test_vim_lsp_start_path_for_older_neovim(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """lsp_start = 'start' is what Neovim < 0.11 gets: vim.lsp.start from a FileType autocmd."""
+    ws = make_workspace(tmp_path)
+    session = start_nvim(tmp_path, tiny_model_dir,
+                         "require('protege').setup({ cmd = SERVER_CMD, lsp_start = 'start' })")
+    try:
+        session.cmd(f"edit {ws / 'pkg' / 'mathutil.py'}")
+        session.wait_for("return #vim.lsp.get_clients({ bufnr = 0, name = 'protege' }) > 0",
+                         "the protege client to attach", timeout=60)
+        assert session.lua("return vim.lsp.is_enabled('protege')") is False
+        assert Path(session.lua("return require('protege').client(0).root_dir")) == ws
+        assert session.lua("return require('protege.inline').mode(0)") in ("extmark", "native")
+        session.cmd("ProtegeStatus")
+        status = session.wait_for("return require('protege.commands').last.status", "the status reply")
+        assert status["model"]["path"] == str(tiny_model_dir)
+    finally:
+        stop_nvim(session)
