@@ -1,0 +1,285 @@
+"""The distillation trainer: cross-entropy, logit KD (sparse cached or dense online) and hidden-state KD.
+
+Runs on ``accelerate`` (one CPU process by default; DDP / FSDP / DeepSpeed through an
+accelerate config with ``accelerate launch``), trains the full student or LoRA adapters
+(merged into a plain checkpoint on export), checkpoints and resumes, and writes the loss
+curves as JSON and PNG. Batches are a pure function of (seed, step), so a resumed run sees
+exactly the batches an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm import tqdm
+
+from distill_code import losses as L
+from distill_code.encoding import Budget, Encoded, collate, encode_example, template_of
+from distill_code.mining import Example
+from distill_code.modeling import load_causal_lm
+from distill_code.targets import LocalTeacher, TargetStore, compute_targets, model_revision
+from distill_code.vocab import align_models
+
+log = logging.getLogger(__name__)
+METHODS = ("ce", "logit", "logit+hidden")
+
+
+@dataclass
+class TrainConfig:
+    """One training run; every field has a default that works on a laptop CPU."""
+
+    method: str = "logit"  # "ce" | "logit" | "logit+hidden"
+    divergence: str = "forward_kl"  # see distill_code.losses.DIVERGENCES
+    targets: str = "sparse"  # "sparse": cached top-k + tail; "dense": full teacher logits online
+    top_k: int = 16
+    temperature: float = 1.0
+    beta: float = 0.5  # generalized JSD only
+    alpha: float = 0.9  # KD weight; 1 - alpha goes to cross-entropy
+    hidden_weight: float = 1.0
+    hidden_kind: str = "mse"
+    cross_tokenizer: str | None = None  # "uld" to allow teachers with another tokenizer
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 5
+    steps: int = 100
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    save_every: int = 50
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (accelerate)
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.divergence not in L.DIVERGENCES:
+            raise ValueError(f"unknown divergence {self.divergence!r}; choose one of {', '.join(L.DIVERGENCES)}")
+        if self.targets not in ("sparse", "dense"):
+            raise ValueError(f"targets must be 'sparse' or 'dense', got {self.targets!r}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be at least 1")
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    history: list[dict[str, float]]
+    wall_s: float
+    target_stats: dict[str, Any] = field(default_factory=dict)
+    resumed_from: int = 0
+
+
+def _batch_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
+    """Indices of the batch at ``step``: epochs are seeded permutations, so any step can be recomputed."""
+    per_epoch = max(1, n // batch_size)
+    epoch, pos = divmod(step, per_epoch)
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    return perm[pos * batch_size: (pos + 1) * batch_size] or perm[:batch_size]
+
+
+def _lr_lambda(warmup: int, total: int):  # type: ignore[no-untyped-def]
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def write_curves(history: list[dict[str, float]], out_dir: Path, title: str = "") -> None:
+    """Loss curves as ``loss_curves.json`` and ``loss_curves.png``."""
+    (out_dir / "loss_curves.json").write_text(json.dumps(history))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    keys = sorted({k for h in history for k in h if k != "step" and k != "lr"})
+    for k in keys:
+        pts = [(h["step"], h[k]) for h in history if k in h]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=k)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "loss_curves.png", dpi=100)
+    plt.close(fig)
+
+
+def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], out_dir: str | Path,
+          teacher_paths: list[str] | None = None, teacher_weights: list[float] | None = None,
+          budget: Budget | None = None, targets_cache: str | Path | None = None, resume: bool = True,
+          progress: bool = True) -> TrainResult:
+    """Train the student at ``student_path`` on the FIM ``examples``; the result lands in ``out_dir/model``."""
+    cfg.validate()
+    t_start = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    budget = budget or Budget()
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum)
+    set_seed(cfg.seed)
+    student, tok = load_causal_lm(student_path)
+    template = template_of(tok)
+    encoded = [e for e in (encode_example(x, tok, template, budget) for x in examples if x.task == "fim")
+               if e.n_completion > 0]
+    if not encoded:
+        raise ValueError("no FIM training examples to train on; mine a repository with source files first")
+    pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+
+    teacher: LocalTeacher | None = None
+    sparse: dict[str, L.SparseTargets] = {}
+    target_stats: dict[str, Any] = {}
+    need_teacher = cfg.method != "ce"
+    if need_teacher:
+        if not teacher_paths:
+            raise ValueError(f"method {cfg.method!r} needs a teacher; set teacher.paths in the recipe")
+        loaded = [load_causal_lm(p) for p in teacher_paths]
+        alignment = align_models(student, tok, loaded[0][0], loaded[0][1], cfg.cross_tokenizer)
+        if not alignment.token_level:
+            raise ValueError("cross-tokenizer (ULD) training needs teacher-side encodings, which this trainer "
+                             "does not build yet; use a teacher with the student's tokenizer")
+        for m, t in loaded[1:]:
+            if align_models(student, tok, m, t).mode != alignment.mode:
+                raise ValueError("all ensemble teachers must share one vocabulary")
+        teacher = LocalTeacher([m for m, _ in loaded], teacher_weights or [1.0] * len(loaded), alignment,
+                               "+".join(model_revision(p) for p in teacher_paths))
+        if cfg.targets == "sparse":
+            store = TargetStore(targets_cache or out / "targets.sqlite")
+            keys, stats = compute_targets(encoded, teacher, tok, store, k=cfg.top_k, pad_id=pad_id,
+                                          progress=progress)
+            for e, key in zip(encoded, keys, strict=True):
+                got = store.get(key)
+                assert got is not None
+                sparse[e.example_id] = got
+            store.close()
+            target_stats = {**asdict(stats), "bytes_per_token": stats.bytes_per_token}
+
+    hidden_loss: L.HiddenStateLoss | None = None
+    if cfg.method == "logit+hidden":
+        assert teacher is not None
+        t_model = teacher.models[0]
+        hidden_loss = L.HiddenStateLoss(
+            student.config.hidden_size, t_model.config.hidden_size,
+            L.default_layer_map(student.config.num_hidden_layers, t_model.config.num_hidden_layers),
+            cfg.hidden_kind)
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        student = get_peft_model(student, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                                     lora_dropout=cfg.lora_dropout,
+                                                     target_modules=cfg.lora_targets, task_type="CAUSAL_LM"))
+    student.train()
+    params = [p for p in student.parameters() if p.requires_grad]
+    if hidden_loss is not None:
+        params += list(hidden_loss.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, cfg.steps))
+    if hidden_loss is not None:
+        student, hidden_loss, optimizer, scheduler = acc.prepare(student, hidden_loss, optimizer, scheduler)
+    else:
+        student, optimizer, scheduler = acc.prepare(student, optimizer, scheduler)
+
+    ckpt = out / "checkpoint"
+    history: list[dict[str, float]] = []
+    start_step = 0
+    if resume and (ckpt / "trainer_state.json").exists():
+        acc.load_state(str(ckpt))
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        start_step, history = int(state["step"]), list(state["history"])
+        log.info("resuming from step %d", start_step)
+
+    bar = tqdm(range(start_step, cfg.steps), desc=f"train {cfg.method}", disable=not progress, leave=False)
+    for step in bar:
+        batch_enc: list[Encoded] = [encoded[i] for i in _batch_indices(len(encoded), cfg.batch_size, cfg.seed, step)]
+        b = {k: v.to(acc.device) for k, v in collate(batch_enc, pad_id).items()}
+        with acc.accumulate(student):
+            parts = _step_losses(cfg, student, teacher, hidden_loss, b, batch_enc, sparse, pad_id)
+            acc.backward(parts["loss"])
+            if acc.sync_gradients and cfg.max_grad_norm:
+                acc.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+        rec = {"step": step + 1, "lr": scheduler.get_last_lr()[0], **{k: float(v.detach()) for k, v in parts.items()}}
+        history.append(rec)
+        bar.set_postfix(loss=f"{rec['loss']:.3f}")
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+            _save_checkpoint(acc, ckpt, step + 1, history)
+    bar.close()
+
+    acc.wait_for_everyone()
+    model_dir = out / "model"
+    if acc.is_main_process:
+        final = acc.unwrap_model(student)
+        if cfg.lora:
+            final = final.merge_and_unload()  # a plain checkpoint: serving needs no peft
+        final.save_pretrained(str(model_dir))
+        tok.save_pretrained(str(model_dir))
+        write_curves(history, out, title=f"{cfg.method} ({cfg.divergence}, T={cfg.temperature})")
+        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    return TrainResult(model_dir, history, time.perf_counter() - t_start, target_stats, start_step)
+
+
+def _save_checkpoint(acc: Accelerator, ckpt: Path, step: int, history: list[dict[str, float]]) -> None:
+    acc.save_state(str(ckpt), safe_serialization=False)
+    if acc.is_main_process:
+        tmp = ckpt / "trainer_state.json.tmp"
+        tmp.write_text(json.dumps({"step": step, "history": history}))
+        tmp.replace(ckpt / "trainer_state.json")  # the state file appears only once the weights are written
+
+
+def _step_losses(cfg: TrainConfig, student: Any, teacher: LocalTeacher | None,
+                 hidden_loss: Any, b: dict[str, torch.Tensor], batch_enc: list[Encoded],
+                 sparse: dict[str, L.SparseTargets], pad_id: int) -> dict[str, torch.Tensor]:
+    want_hidden = hidden_loss is not None
+    out = student(input_ids=b["input_ids"], attention_mask=b["attention_mask"], output_hidden_states=want_hidden)
+    mask = b["mask"]
+    ce = L.masked_cross_entropy(out.logits, b["labels"], mask)
+    if cfg.method == "ce":
+        return {"loss": ce, "ce": ce.detach()}
+    assert teacher is not None
+    selected = out.logits[mask]  # (N, V): completion positions only, in batch order
+    t_out = None
+    if want_hidden:
+        with torch.no_grad():
+            t_out = teacher.models[0](input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                                      output_hidden_states=want_hidden)
+    if cfg.targets == "sparse":
+        tg = [sparse[e.example_id] for e in batch_enc]
+        targets = L.SparseTargets(torch.cat([t.ids for t in tg]).to(selected.device),
+                                  torch.cat([t.logprobs for t in tg]).to(selected.device),
+                                  torch.cat([t.tail for t in tg]).to(selected.device))
+        kd = L.sparse_divergence(cfg.divergence, selected, targets, None, cfg.temperature, cfg.beta)
+    else:
+        # Log-probabilities are valid logits; this path mixes ensembles and slices vocabularies.
+        t_logits = torch.cat(teacher.completion_logprobs(batch_enc, pad_id)).to(selected.device)
+        kd = L.divergence(cfg.divergence, selected, t_logits, None, cfg.temperature, cfg.beta)
+    loss = L.mix_with_ce(kd, ce, cfg.alpha)
+    parts = {"ce": ce.detach(), "kd": kd.detach()}
+    if want_hidden:
+        assert t_out is not None
+        hid = hidden_loss(out.hidden_states, t_out.hidden_states, b["attention_mask"].bool())
+        loss = loss + cfg.hidden_weight * hid
+        parts["hidden"] = hid.detach()
+    parts["loss"] = loss
+    return parts
