@@ -85,7 +85,7 @@ RULES: tuple[JsRule, ...] = (
     JsRule("JS012", re.compile(r"\brejectUnauthorized\s*:\s*false\b|\bstrictSSL\s*:\s*false\b|"
                                r"NODE_TLS_REJECT_UNAUTHORIZED['\"\]]?\s*=\s*['\"]?0"), "HIGH", "HIGH", 295,
            "TLS certificate verification is disabled."),
-    JsRule("JS013", re.compile(r"(['\"])\s*" + _SQL + r"[^'\"\n]*\1\s*\+|`\s*" + _SQL + r"[^`]*\$\{", re.I),
+    JsRule("JS013", re.compile(r"(['\"])\s*" + _SQL + r"(?:(?!\1)[^\n])*\1\s*\+|`\s*" + _SQL + r"[^`]*\$\{", re.I),
            "MEDIUM", "MEDIUM", 89, "SQL built by string concatenation or interpolation; use a parameterized query."),
     JsRule("JS014", re.compile(r"\bvm\.(?:runInNewContext|runInThisContext|runInContext|compileFunction)\s*\(|"
                                r"\bnew\s+vm\.Script\s*\("), "MEDIUM", "HIGH", 95,

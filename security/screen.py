@@ -11,6 +11,7 @@ inserted text count. Code that cannot be parsed is reported as "unscreened", nev
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,6 +28,8 @@ _SCREENED = {
     **{lang: "Protege JS/TS rules JS001-JS020 + detect-secrets" for lang in JS_LANGUAGES},
 }
 _DEFAULT_POLICY = Policy()
+_PASSWORD_TESTS = frozenset({"B105", "B106", "B107"})
+_QUOTED_VALUE = re.compile(r":\s*(['\"]).*\1\s*$", re.S)
 
 
 @dataclass
@@ -150,8 +153,15 @@ def _python_findings(lines: list[str], inserted: tuple[int, int, int, int], poli
         span = (start_doc, issue.col, end[0], end[1])
         if _overlaps(span, inserted):
             findings.append(Finding(issue.test_id, issue.severity, issue.confidence, span[0], span[1], span[2],
-                                    span[3], issue.text, issue.cwe, "bandit"))
+                                    span[3], _redacted(issue.test_id, issue.text), issue.cwe, "bandit"))
     return findings, None, segment.kind
+
+
+def _redacted(test_id: str, message: str) -> str:
+    """Bandit's hard-coded password messages quote the password; diagnostics and logs must not."""
+    if test_id in _PASSWORD_TESTS:
+        return _QUOTED_VALUE.sub(": <redacted>", message)
+    return message
 
 
 def _js_findings(lines: list[str], inserted: tuple[int, int, int, int]) -> list[Finding]:

@@ -78,6 +78,13 @@ def _filtered(secret: str, line: str, plugin: Any) -> bool:
     )
 
 
+def _token_end(text: str, end: int) -> int:
+    """Some detectors return only a token's prefix group (``ghp``): extend the span over the whole token."""
+    while end < len(text) and (text[end].isalnum() or text[end] in "_-+/="):
+        end += 1
+    return end
+
+
 def scan_lines(lines: list[tuple[int, str]], language: str = "python") -> list[SecretHit]:
     """Secrets on the given (line number, text) pairs; each type is reported once per span."""
     filename = _FILENAME_FOR_LANGUAGE.get(language, "suggestion.txt")
@@ -103,7 +110,7 @@ def scan_lines(lines: list[tuple[int, str]], language: str = "python") -> list[S
                 if not value or _filtered(value, text, plugin):
                     continue
                 col = text.find(value)
-                span = (col, col + len(value)) if col >= 0 else (0, len(text))
+                span = (col, _token_end(text, col + len(value))) if col >= 0 else (0, len(text))
                 if span in seen:
                     continue  # the same value found by a weaker detector too
                 seen.add(span)
