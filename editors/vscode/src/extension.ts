@@ -81,19 +81,13 @@ async function stopClient(): Promise<void> {
   }
 }
 
-/** `[key, value]` for every setting the user set explicitly, so unset ones keep the server's defaults. */
-function explicitSettings(scope?: vscode.ConfigurationScope): [string, unknown][] {
+/**
+ * `[key, value]` for every contributed setting. Defaults are sent too (they equal the server's, which
+ * a test checks), so that removing a setting restores the default on a live server.
+ */
+function currentSettings(scope?: vscode.ConfigurationScope): [string, unknown][] {
   const config = vscode.workspace.getConfiguration(SECTION, scope);
-  const out: [string, unknown][] = [];
-  for (const key of settingKeys) {
-    const seen = config.inspect(key);
-    const value =
-      seen?.workspaceFolderValue ?? seen?.workspaceValue ?? seen?.globalValue;
-    if (value !== undefined) {
-      out.push([key, value]);
-    }
-  }
-  return out;
+  return settingKeys.map((key) => [key, config.get(key)]);
 }
 
 function serverOptions(): ServerOptions {
@@ -123,7 +117,7 @@ async function startClient(): Promise<void> {
   }
   const clientOptions: LanguageClientOptions = {
     documentSelector: [{ scheme: "file" }, { scheme: "untitled" }],
-    initializationOptions: wireOptions(explicitSettings()),
+    initializationOptions: wireOptions(currentSettings()),
     middleware: {
       workspace: {
         // Answer the server's `protege` section with the same camelCase options as at startup,
@@ -138,7 +132,7 @@ async function startClient(): Promise<void> {
               return defaults[i];
             }
             const scope = item.scopeUri ? vscode.Uri.parse(item.scopeUri) : undefined;
-            return wireOptions(explicitSettings(scope));
+            return wireOptions(currentSettings(scope));
           });
         },
       },
@@ -317,7 +311,7 @@ async function onConfigurationChanged(event: vscode.ConfigurationChangeEvent): P
   }
   if (client.state === State.Running) {
     // Push the new options; the server also re-reads them through workspace/configuration.
-    const settings: JsonObject = { [SECTION]: wireOptions(explicitSettings()) };
+    const settings: JsonObject = { [SECTION]: wireOptions(currentSettings()) };
     await client.sendNotification("workspace/didChangeConfiguration", { settings });
   }
 }
