@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["RepoIndex", "IndexLockedError"]
 
+_EMBEDDERS: dict[tuple[Any, ...], Embedder] = {}
+_EMBEDDERS_LOCK = threading.Lock()
+
 
 class RepoIndex:
     """One workspace's index. Reads are safe from many threads; writes take the single-writer lock."""
@@ -98,8 +101,11 @@ class RepoIndex:
         with self._init_lock:
             if self._embedder is None:
                 c = self.config
-                self._embedder = Embedder(c.embedding_model, c.embed_max_tokens, c.embed_batch_size,
-                                          c.embed_quantize, c.embed_threads)
+                key = (c.embedding_model, c.embed_max_tokens, c.embed_batch_size, c.embed_quantize, c.embed_threads)
+                with _EMBEDDERS_LOCK:  # one model per process, shared by every open workspace
+                    if key not in _EMBEDDERS:
+                        _EMBEDDERS[key] = Embedder(*key)
+                    self._embedder = _EMBEDDERS[key]
         return self._embedder
 
     def warm_up(self) -> None:

@@ -35,7 +35,9 @@ CREATE INDEX IF NOT EXISTS tags_symbol ON tags(symbol, role);
 CREATE INDEX IF NOT EXISTS tags_path ON tags(path);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(terms, tokenize='unicode61 tokenchars _');
 CREATE TABLE IF NOT EXISTS journal (id TEXT PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS skipped (path TEXT PRIMARY KEY, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS skipped (
+  path TEXT PRIMARY KEY, reason TEXT NOT NULL, size INTEGER NOT NULL DEFAULT -1,
+  mtime_ns INTEGER NOT NULL DEFAULT -1);
 """
 
 
@@ -151,8 +153,17 @@ class Catalog:
         db.execute("DELETE FROM files WHERE path=?", (path,))
         return old
 
-    def record_skip(self, db: sqlite3.Connection, path: str, reason: str) -> None:
-        db.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?)", (path, reason))
+    def record_skip(self, db: sqlite3.Connection, path: str, reason: str, size: int = -1, mtime_ns: int = -1) -> None:
+        db.execute("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)", (path, reason, size, mtime_ns))
+
+    def skipped_stat(self) -> dict[str, tuple[int, int, str]]:
+        """path -> (size, mtime_ns, reason) of files skipped last time (not re-read while unchanged)."""
+        return {p: (size, mtime, reason) for p, reason, size, mtime in
+                self.db.execute("SELECT path, reason, size, mtime_ns FROM skipped")}
+
+    def forget_skipped(self, paths: list[str]) -> None:
+        with self.transaction() as db:
+            db.executemany("DELETE FROM skipped WHERE path=?", [(p,) for p in paths])
 
     # -- journal
     def journal_add(self, ids: Iterable[str]) -> None:
@@ -222,4 +233,4 @@ class Catalog:
                 for t in ("files", "chunks", "tags", "skipped", "journal")}
 
     def skipped(self) -> dict[str, str]:
-        return dict(self.db.execute("SELECT path, reason FROM skipped"))
+        return {p: r for p, r in self.db.execute("SELECT path, reason FROM skipped")}

@@ -38,6 +38,7 @@ class IndexConfig:
     window_overlap: int = 10
     embed_max_tokens: int = 128  # chunks are embedded on their first N tokens (signature, docstring, start)
     embed_batch_size: int = 64
+    batch_chunks: int = 256  # chunks embedded and committed together; an interrupted run keeps finished batches
     embed_quantize: bool = False  # int8 dynamic quantization of Linear layers: faster, but cosine to fp32 drops to ~0.9
     embed_threads: int | None = None  # None -> torch's default
     lock_timeout_s: float = 0.0  # how long a writer waits for another writer before giving up

@@ -33,9 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
-# Vectors are embedded and committed in batches of about this many chunks: bounded memory, and an
-# interrupted run keeps what it finished.
-BATCH_CHUNKS = 256
 # LSP language ids the security screen understands, by our language names.
 _SCREEN_LANGUAGE = {"python": "python", "javascript": "javascript", "typescript": "typescript",
                     "tsx": "typescriptreact"}
@@ -98,7 +95,13 @@ class Updater:
         stats = IndexStats()
         self.reconcile()
         known = self.catalog.files()
+        skipped_before = self.catalog.skipped_stat()
         candidates, removed = self._candidates(paths, known)
+        if paths is None:
+            seen = {e.rel for e in candidates}
+            gone = [p for p in skipped_before if p not in seen]
+            if gone:
+                self.catalog.forget_skipped(gone)
         stats.files_seen = len(candidates)
         if removed:
             self._remove(removed, stats)
@@ -118,6 +121,14 @@ class Updater:
                 if progress:
                     progress(done, total, entry.rel)
                 continue
+            skip = skipped_before.get(entry.rel)
+            if skip is not None and skip[:2] == (entry.size, entry.mtime_ns):
+                stats.files_skipped += 1  # still bad, unchanged: not re-read
+                stats.skipped[entry.rel] = skip[2]
+                done += 1
+                if progress:
+                    progress(done, total, entry.rel)
+                continue
             prepared = self._prepare(entry, old, stats, touched)
             if prepared is None:
                 done += 1
@@ -126,7 +137,7 @@ class Updater:
                 continue
             batch.append(prepared)
             batch_chunks += len(prepared.chunk_ids)
-            if batch_chunks >= BATCH_CHUNKS:
+            if batch_chunks >= self.config.batch_chunks:
                 done = self._commit(batch, stats, done, total, progress)
                 batch, batch_chunks = [], 0
         if batch and not stats.cancelled:
@@ -134,7 +145,6 @@ class Updater:
         if touched:
             self.catalog.touch(touched)
         stats.seconds = time.perf_counter() - t0
-        stats.skipped.update({})
         return stats
 
     # ------------------------------------------------------------------ steps
@@ -171,7 +181,7 @@ class Updater:
             with self.catalog.transaction() as db:
                 if old is not None:
                     self._journal_removed(self.catalog.remove_file(db, entry.rel), stats)
-                self.catalog.record_skip(db, entry.rel, reason)
+                self.catalog.record_skip(db, entry.rel, reason, entry.size, entry.mtime_ns)
                 self.catalog.bump_generation(db)
             self._flush_journal()
             return None
