@@ -318,31 +318,44 @@ def _norm(s: str) -> str:
 
 
 def _attach_context(repo: Path, examples: list[Example]) -> int:
-    """Cross-file context from the repository index when indexing/ and an index exist; returns how many got one."""
+    """Cross-file context from the repository index when indexing/ and a built index exist.
+
+    Snippets from the example's own file are dropped: for a held-out example they would
+    contain the answer. Returns how many examples got context.
+    """
     try:
-        from indexing.api import RepoIndex  # type: ignore[import-not-found]
+        from indexing.api import RepoIndex
     except ImportError:
         log.info("indexing.api is not available; mining without cross-file context")
         return 0
+    from distill_code.fim import TEMPLATES
+
+    template = TEMPLATES["protege"]
     try:
         index = RepoIndex.open(repo)
-    except Exception as exc:  # no index built yet, or a store problem: mining still works without it
-        log.info("no repository index for %s (%s); mining without cross-file context", repo, exc)
+        if not index.status().get("files"):
+            log.info("no repository index for %s yet (run `protege index`); mining without cross-file context",
+                     repo)
+            index.close()
+            return 0
+    except Exception as exc:  # a store problem must not stop mining: context is an extra
+        log.info("repository index for %s unavailable (%s); mining without cross-file context", repo, exc)
         return 0
     n = 0
-    for e in examples:
-        if e.task != "fim":
-            continue
-        try:
-            ctx = index.completion_context(path=e.path, prefix=e.prefix, suffix=e.suffix)
-        except Exception as exc:
-            log.warning("cross-file context failed (%s); continuing without it", exc)
-            return n
-        if isinstance(ctx, str):
-            e.context = ctx
-        elif ctx:
-            e.context = "".join(getattr(c, "text", str(c)) for c in ctx)
-        n += bool(e.context)
+    try:
+        for e in examples:
+            if e.task != "fim":
+                continue
+            line = e.prefix.count("\n")
+            character = len(e.prefix) - (e.prefix.rfind("\n") + 1)
+            snippets = index.completion_context(e.path, e.prefix + e.suffix, line, character)
+            blocks = [template.context_block(s.path, s.text) for s in snippets if s.path != e.path]
+            e.context = "".join(blocks)
+            n += bool(e.context)
+    except Exception as exc:
+        log.warning("cross-file context failed after %d examples (%s); the rest have none", n, exc)
+    finally:
+        index.close()
     return n
 
 

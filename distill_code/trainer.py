@@ -26,7 +26,7 @@ from distill_code import losses as L
 from distill_code.encoding import Budget, Encoded, collate, encode_example, template_of
 from distill_code.mining import Example
 from distill_code.modeling import load_causal_lm
-from distill_code.targets import LocalTeacher, TargetStore, compute_targets, model_revision
+from distill_code.targets import LocalTeacher, RemoteTeacher, TargetStore, compute_targets, model_revision
 from distill_code.vocab import align_models
 
 log = logging.getLogger(__name__)
@@ -127,8 +127,12 @@ def write_curves(history: list[dict[str, float]], out_dir: Path, title: str = ""
 def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], out_dir: str | Path,
           teacher_paths: list[str] | None = None, teacher_weights: list[float] | None = None,
           budget: Budget | None = None, targets_cache: str | Path | None = None, resume: bool = True,
-          progress: bool = True) -> TrainResult:
-    """Train the student at ``student_path`` on the FIM ``examples``; the result lands in ``out_dir/model``."""
+          teacher_server: tuple[str, str] | None = None, progress: bool = True) -> TrainResult:
+    """Train the student at ``student_path`` on the FIM ``examples``; the result lands in ``out_dir/model``.
+
+    ``teacher_server`` = (base URL, model name) of an OpenAI-compatible server scores the targets
+    instead of in-process teachers (sparse logit KD only).
+    """
     cfg.validate()
     t_start = time.perf_counter()
     if cfg.threads:
@@ -150,7 +154,17 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
     sparse: dict[str, L.SparseTargets] = {}
     target_stats: dict[str, Any] = {}
     need_teacher = cfg.method != "ce"
-    if need_teacher:
+    if need_teacher and teacher_server is not None:
+        if cfg.method != "logit" or cfg.targets != "sparse":
+            raise ValueError("a teacher server provides sparse logit targets only; use method = \"logit\", "
+                             "targets = \"sparse\"")
+        remote = RemoteTeacher(teacher_server[0], teacher_server[1], tok, f"server:{teacher_server[1]}")
+        store = TargetStore(targets_cache or out / "targets.sqlite")
+        keys, stats = compute_targets(encoded, remote, tok, store, k=cfg.top_k, pad_id=pad_id, progress=progress)
+        sparse = {e.example_id: t for e, key in zip(encoded, keys, strict=True) if (t := store.get(key)) is not None}
+        store.close()
+        target_stats = {**asdict(stats), "bytes_per_token": stats.bytes_per_token}
+    elif need_teacher:
         if not teacher_paths:
             raise ValueError(f"method {cfg.method!r} needs a teacher; set teacher.paths in the recipe")
         loaded = [load_causal_lm(p) for p in teacher_paths]
@@ -257,10 +271,10 @@ def _step_losses(cfg: TrainConfig, student: Any, teacher: LocalTeacher | None,
     ce = L.masked_cross_entropy(out.logits, b["labels"], mask)
     if cfg.method == "ce":
         return {"loss": ce, "ce": ce.detach()}
-    assert teacher is not None
     selected = out.logits[mask]  # (N, V): completion positions only, in batch order
     t_out = None
     if want_hidden:
+        assert teacher is not None
         with torch.no_grad():
             t_out = teacher.models[0](input_ids=b["input_ids"], attention_mask=b["attention_mask"],
                                       output_hidden_states=want_hidden)
@@ -272,6 +286,7 @@ def _step_losses(cfg: TrainConfig, student: Any, teacher: LocalTeacher | None,
         kd = L.sparse_divergence(cfg.divergence, selected, targets, None, cfg.temperature, cfg.beta)
     else:
         # Log-probabilities are valid logits; this path mixes ensembles and slices vocabularies.
+        assert teacher is not None
         t_logits = torch.cat(teacher.completion_logprobs(batch_enc, pad_id)).to(selected.device)
         kd = L.divergence(cfg.divergence, selected, t_logits, None, cfg.temperature, cfg.beta)
     loss = L.mix_with_ce(kd, ce, cfg.alpha)
