@@ -183,8 +183,12 @@ function M.execute(command, arguments, callback, bufnr)
   end
 end
 
+--- The last error reported, `{ what, message }`, for scripts and tests.
+M.last_error = nil ---@type { what: string, message: string }?
+
 --- Report an error from the server (or the client) in one line.
 function M.notify_error(what, err)
+  M.last_error = { what = what, message = err.message or vim.inspect(err) }
   vim.notify(('Protege: %s failed: %s'):format(what, err.message or vim.inspect(err)), vim.log.levels.ERROR)
 end
 
