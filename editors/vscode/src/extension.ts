@@ -214,15 +214,16 @@ async function showMarkdown(name: string, markdown: string): Promise<void> {
 async function indexWorkspace(): Promise<void> {
   await reportErrors("index the workspace", async () => {
     setStatus("$(sync~spin) Protege", "Protege: indexing the workspace");
+    let summary = "Protege: running";
     try {
       // The server reports progress with work-done progress, which the client shows itself.
       const result = await runServerCommand(SERVER_COMMANDS.indexWorkspace);
-      void vscode.window.showInformationMessage(`Protege indexed the workspace.`);
+      void vscode.window.showInformationMessage("Protege indexed the workspace.");
       if (result && typeof result === "object") {
-        statusItem.tooltip = `Protege index:\n${jsonToMarkdown(result)}`;
+        summary = `Protege index:\n${jsonToMarkdown(result)}`;
       }
     } finally {
-      setStatus("$(sparkle) Protege", statusItem.tooltip?.toString() ?? "Protege: running");
+      setStatus("$(sparkle) Protege", summary);
     }
   });
 }
