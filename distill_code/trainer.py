@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -127,11 +128,13 @@ def write_curves(history: list[dict[str, float]], out_dir: Path, title: str = ""
 def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], out_dir: str | Path,
           teacher_paths: list[str] | None = None, teacher_weights: list[float] | None = None,
           budget: Budget | None = None, targets_cache: str | Path | None = None, resume: bool = True,
-          teacher_server: tuple[str, str] | None = None, progress: bool = True) -> TrainResult:
+          teacher_server: tuple[str, str] | None = None, stop_after: int | None = None,
+          progress: bool = True) -> TrainResult:
     """Train the student at ``student_path`` on the FIM ``examples``; the result lands in ``out_dir/model``.
 
     ``teacher_server`` = (base URL, model name) of an OpenAI-compatible server scores the targets
-    instead of in-process teachers (sparse logit KD only).
+    instead of in-process teachers (sparse logit KD only). ``stop_after`` ends the session at that
+    step with a checkpoint (time-boxed runs); calling again with ``resume`` continues the same schedule.
     """
     cfg.validate()
     t_start = time.perf_counter()
@@ -222,7 +225,8 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
         start_step, history = int(state["step"]), list(state["history"])
         log.info("resuming from step %d", start_step)
 
-    bar = tqdm(range(start_step, cfg.steps), desc=f"train {cfg.method}", disable=not progress, leave=False)
+    end_step = min(cfg.steps, stop_after) if stop_after else cfg.steps
+    bar = tqdm(range(start_step, end_step), desc=f"train {cfg.method}", disable=not progress, leave=False)
     for step in bar:
         batch_enc: list[Encoded] = [encoded[i] for i in _batch_indices(len(encoded), cfg.batch_size, cfg.seed, step)]
         b = {k: v.to(acc.device) for k, v in collate(batch_enc, pad_id).items()}
@@ -240,6 +244,8 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
             _save_checkpoint(acc, ckpt, step + 1, history)
     bar.close()
+    if end_step < cfg.steps:
+        _save_checkpoint(acc, ckpt, end_step, history)
 
     acc.wait_for_everyone()
     model_dir = out / "model"
@@ -251,6 +257,8 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
         tok.save_pretrained(str(model_dir))
         write_curves(history, out, title=f"{cfg.method} ({cfg.divergence}, T={cfg.temperature})")
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        if ckpt.exists():  # the run is complete and exported: a later run in this dir must not resume it
+            shutil.rmtree(ckpt)
     return TrainResult(model_dir, history, time.perf_counter() - t_start, target_stats, start_step)
 
 
