@@ -96,7 +96,9 @@ class ProtegeServer(LanguageServer):
         self.service.reconfigure(cfg)
         engine_changed = (old.model, old.family, old.dtype, old.quantize, old.allow_online, old.threads) != (
             cfg.model, cfg.family, cfg.dtype, cfg.quantize, cfg.allow_online, cfg.threads)
-        if engine_changed and self.engine.state != "unloaded":
+        if self.engine.state == "unloaded":
+            self.engine.options = self._engine_options()
+        elif engine_changed:
             self.engine = Engine(self._engine_options())
             self.service.engine = self.engine
             self.start_engine()

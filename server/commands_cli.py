@@ -21,7 +21,11 @@ def _serve(args: argparse.Namespace) -> int:
     server = create_server(model=args.model, overrides=overrides)
     from server.app import LspLogHandler
 
-    logging.getLogger().addHandler(LspLogHandler(server))
+    # Our own loggers only: third-party plugin noise (e.g. Bandit's optional formatters) stays on stderr.
+    handler = LspLogHandler(server)
+    for name in ("protege", "server", "indexing", "security", "distill_code"):
+        logging.getLogger(name).addHandler(handler)
+        logging.getLogger(name).setLevel(logging.INFO)
     if args.tcp:
         host, _, port = args.tcp.rpartition(":")
         if not port.isdigit():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -143,7 +144,8 @@ class Engine:
 
     def generate(self, prompt_ids: list[int], max_new_tokens: int, mode: Mode = "block",
                  cancel: threading.Event | None = None, heal_removed: str = "",
-                 base_indent: int | None = None) -> GenerationResult:
+                 base_indent: int | None = None,
+                 extra_stop: Callable[[str], bool] | None = None) -> GenerationResult:
         """Greedy decode after ``prompt_ids`` with early stops for ``mode``.
 
         ``heal_removed`` is text backed off the prompt by token healing: the first tokens are
@@ -184,7 +186,8 @@ class Engine:
                     break
                 generated.append(next_id)
                 text = self.tokenizer.decode(generated, skip_special_tokens=False)
-                if not remaining and self._should_stop(text, heal_removed, mode, base_indent):
+                if not remaining and (self._should_stop(text, heal_removed, mode, base_indent)
+                                      or (extra_stop is not None and extra_stop(text))):
                     reason = "stop"
                     break
                 out = self.model(input_ids=torch.tensor([[next_id]]), past_key_values=self._kv, use_cache=True)

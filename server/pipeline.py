@@ -108,8 +108,12 @@ class CompletionService:
             self.engine.healer = None
             return None
         if self._healer is None:
-            from server.healing import TokenHealer
-
+            try:
+                from server.healing import TokenHealer
+            except ImportError as exc:
+                log.warning("token healing unavailable (%s); completing without it", exc)
+                self.config.healing = False
+                return None
             self._healer = TokenHealer(self.engine.tokenizer)
         self.engine.healer = self._healer
         return self._healer
@@ -142,14 +146,24 @@ class CompletionService:
 
         healer = self.healer()
         heal_removed = ""
-        prompt_prefix = prefix
+        prompt_prefix, prompt_suffix = prefix, suffix
+        suffix_plan = None
         if healer is not None:
             plan = healer.plan_prefix(prefix)
             prompt_prefix, heal_removed = plan.prefix, plan.removed
-        prompt = self.builder.build(prompt_prefix, suffix, context, heal_removed=heal_removed)
+            suffix_plan = healer.plan_suffix(suffix, prefix)
+            if suffix_plan.removed:
+                prompt_suffix = suffix_plan.suffix
+            else:
+                suffix_plan = None
+        prompt = self.builder.build(prompt_prefix, prompt_suffix, context, heal_removed=heal_removed,
+                                    suffix_trim=suffix_plan.removed if suffix_plan else "")
         max_new = self.config.max_new_tokens_line if mode == "line" else self.config.max_new_tokens
         gen = self.engine.generate(prompt.ids, max_new, mode=mode, cancel=cancel, heal_removed=heal_removed,
-                                   base_indent=ctx.indent)
+                                   base_indent=ctx.indent,
+                                   extra_stop=suffix_plan.reached if suffix_plan is not None else None)
+        if suffix_plan is not None:
+            gen.text = suffix_plan.trim(gen.text)
         if gen.stop_reason == "cancelled":
             return Outcome(text="", source="none", latency_ms=(time.perf_counter() - t0) * 1000, mode=mode,
                            cancelled=True)

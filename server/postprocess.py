@@ -89,14 +89,30 @@ def truncate_block(text: str, ctx: CursorContext) -> str:
     return "\n".join(kept)
 
 
+def _net_brackets(text: str) -> int:
+    return sum(ch in _OPEN for ch in text) - sum(ch in _CLOSE for ch in text)
+
+
 def remove_suffix_overlap(text: str, ctx: CursorContext) -> str:
-    """Drop a tail of the suggestion that the document already has right after the cursor."""
+    """Drop a tail of the suggestion that the document already has right after the cursor.
+
+    A tail made of closing brackets is dropped only when keeping it would over-close the line
+    (``f = open(`` + ``path)`` + ``)``); plain text that repeats the suffix is always dropped.
+    """
     suffix_line = ctx.line_suffix
     if suffix_line.strip():
         s = suffix_line.rstrip()
-        # The suggestion re-types what follows the cursor on this line (e.g. closing brackets).
         for k in range(len(s), 0, -1):
-            if text.endswith(s[:k]) and s[:k].strip():
+            tail = s[:k]
+            if not text.endswith(tail) or not tail.strip() or len(tail) >= len(text):
+                continue
+            if any(ch in _OPEN or ch in _CLOSE for ch in tail):
+                full = abs(_net_brackets(ctx.line_prefix + text + suffix_line))
+                cut = abs(_net_brackets(ctx.line_prefix + text[: len(text) - k] + suffix_line))
+                if cut < full:
+                    return text[: len(text) - k]
+                continue
+            if len(tail.strip()) >= 2:
                 return text[: len(text) - k]
         return text
     # End of line: the suggestion's last lines may repeat the next lines of the document.
@@ -121,7 +137,7 @@ def remove_repetition(text: str) -> str:
     while len(out) >= 3 and out[-1].strip() and out[-1] == out[-2]:
         out.pop()
     text = "\n".join(out)
-    m = re.search(r"(.{2,20}?)\1{3,}", text)
+    m = re.search(r"((?=\S).{2,20}?)\1{3,}", text)
     if m:
         text = text[: m.start() + len(m.group(1))]
     return text
@@ -159,8 +175,8 @@ def postprocess(raw: str, ctx: CursorContext, stops: Iterable[str] = (), multili
     else:
         text = truncate_block(text, ctx)
     text = remove_repetition(text)
-    text = balance_brackets(text, ctx)
     text = remove_suffix_overlap(text, ctx)
+    text = balance_brackets(text, ctx)
     text = text.rstrip() if "\n" in text else text.rstrip("\n")
     if not text.strip():
         return ""

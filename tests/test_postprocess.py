@@ -1,0 +1,65 @@
+"""Post-processing on real code: modes, block truncation, suffix overlap, repetition, brackets."""
+
+from server.postprocess import CursorContext, postprocess, remove_repetition, truncate_block
+
+STOPS = ("<|endoftext|>", "<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<file_sep>")
+
+
+def ctx(line_prefix: str, line_suffix: str = "", rest: str = "") -> CursorContext:
+    return CursorContext(line_prefix=line_prefix, line_suffix=line_suffix, suffix=line_suffix + rest)
+
+
+def test_mid_line_is_one_line() -> None:
+    c = ctx("    result = compute(", ")\n    return result")
+    assert c.mode == "line"
+    assert postprocess("a, b)\n    other()", c, STOPS) == "a, b"
+
+
+def test_block_after_def_keeps_body_and_stops_at_dedent() -> None:
+    raw = "\n    total = 0\n    for x in xs:\n        total += x\n    return total\n\ndef other():\n    pass"
+    out = postprocess(raw, ctx("def sum_all(xs):"), STOPS)
+    assert out == "\n    total = 0\n    for x in xs:\n        total += x\n    return total"
+
+
+def test_block_statement_stops_at_next_def_and_dedent() -> None:
+    raw = "return a + b\n\ndef f():\n    pass"
+    assert postprocess(raw, ctx("    "), STOPS) == "return a + b"
+    raw2 = "x = 1\n    y = 2\nz = 3"
+    assert truncate_block(raw2, ctx("    ")) == "x = 1\n    y = 2"
+
+
+def test_closing_brace_of_js_block_kept() -> None:
+    raw = "\n  return a + b;\n}\nfunction g() {}"
+    assert postprocess(raw, ctx("function f(a, b) {"), STOPS) == "\n  return a + b;\n}"
+
+
+def test_stop_tokens_cut() -> None:
+    assert postprocess("foo()<|endoftext|>bar", ctx("x = "), STOPS) == "foo()"
+    assert postprocess("<fim_middle>", ctx("x = "), STOPS) == ""
+
+
+def test_suffix_overlap_removed_mid_line_and_next_line() -> None:
+    assert postprocess('open(path, "r"))', ctx("    f = ", ")"), STOPS) == 'open(path, "r")'
+    rest = "\n    return value\n"
+    raw = "\n    value = load()\n    return value"
+    assert postprocess(raw, ctx("def get():", "", rest), STOPS) == "\n    value = load()"
+
+
+def test_repetition_removed() -> None:
+    assert remove_repetition("a\nb\nb\nb\nb") == "a\nb"
+    assert remove_repetition("self.self.self.self.self.x") == "self."
+
+
+def test_unmatched_closer_dropped_but_open_bracket_closed() -> None:
+    assert postprocess("a, b)]", ctx("    f("), STOPS) == "a, b)"
+    assert postprocess("x)", ctx("y = "), STOPS) == "x"
+
+
+def test_empty_and_whitespace_dropped() -> None:
+    assert postprocess("   \n  \n", ctx("    "), STOPS) == ""
+
+
+def test_closing_bracket_kept_when_it_closes_an_inner_call() -> None:
+    # print(len(|)) : the model closes len( itself; the document's ")" closes print(.
+    assert postprocess("path)", ctx("print(len(", ")"), STOPS) == "path)"
+    assert postprocess('path, "r")', ctx("    f = open(", ")"), STOPS) == 'path, "r"'
