@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from indexing import IndexConfig, RepoIndex
 from indexing.chunker import ChunkLimits, chunk_file
 from indexing.languages import language_for
@@ -34,6 +36,7 @@ def _workspace(root: Path, n_files: int = 12) -> None:
         (root / f"module_{i:02d}.py").write_text(f'"""Module {i}."""\n\n{funcs}\n')
 
 
+@pytest.mark.slow
 def test_kill_9_mid_index_then_consistent_rerun(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()

@@ -50,6 +50,7 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log.close()
 
 
+@pytest.mark.slow
 def test_index_and_search_through_a_chroma_server(chroma_server: str, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     shutil.copytree(REPO, ws)
