@@ -257,7 +257,7 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
         tok.save_pretrained(str(model_dir))
         write_curves(history, out, title=f"{cfg.method} ({cfg.divergence}, T={cfg.temperature})")
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
-        if ckpt.exists():  # the run is complete and exported: a later run in this dir must not resume it
+        if ckpt.exists() and end_step == cfg.steps:  # complete: a later run in this dir must not resume it
             shutil.rmtree(ckpt)
     return TrainResult(model_dir, history, time.perf_counter() - t_start, target_stats, start_step)
 

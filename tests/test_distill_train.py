@@ -1,0 +1,170 @@
+"""The trainer, evaluation, gate, promotion and int8 compression with real tiny models on CPU."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sysconfig
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill_code.encoding import Budget
+from distill_code.evaluate import EvalConfig, evaluate_dir, evaluate_model, format_table, gate, promote
+from distill_code.mining import Example, MiningConfig, mine_repository
+from distill_code.modeling import LlamaShape, load_causal_lm
+from distill_code.quantize import compression_report, quantize_int8, weight_bytes
+from distill_code.tiny import build_tiny_model_dir
+from distill_code.trainer import TrainConfig, train
+from distill_code.workspace import promoted_model_dir
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+BUDGET = Budget(max_len=96, max_middle=16)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models on a shared box: extra threads only contend
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model_dir(tmp_path_factory.mktemp("student"), LlamaShape(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128),
+        seed=1)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Example], list[Example]]:
+    repo = tmp_path_factory.mktemp("repo")
+    for name in ("bisect.py", "colorsys.py", "shlex.py", "glob.py"):
+        shutil.copy(STDLIB / name, repo / name)
+    exs, _ = mine_repository(repo, MiningConfig(use_index=False, max_per_file=12, heldout_fraction=0.25))
+    fim = [e for e in exs if e.task == "fim"]
+    return [e for e in fim if e.split == "train"], [e for e in fim if e.split == "heldout"]
+
+
+def _cfg(**kw: object) -> TrainConfig:
+    base = dict(steps=8, batch_size=6, lr=3e-3, warmup_steps=1, top_k=8, save_every=0)
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("method", ["ce", "logit", "logit+hidden"])
+def test_each_method_lowers_its_loss_and_exports_a_loadable_model(method: str, student_dir: Path,
+                                                                 tiny_model_dir: Path, data, tmp_path: Path) -> None:
+    train_ex = data[0][:6]  # one fixed batch: the loss must fall step after step
+    res = train(_cfg(method=method), student_dir, train_ex, tmp_path / "run",
+                teacher_paths=[str(tiny_model_dir)], budget=BUDGET, progress=False)
+    losses = [h["loss"] for h in res.history]
+    assert len(losses) == 8 and losses[-1] < 0.9 * losses[0]
+    if method == "logit+hidden":
+        assert res.history[-1]["hidden"] < res.history[0]["hidden"]
+    if method != "ce":
+        assert res.target_stats["computed"] == 6 and res.target_stats["bytes_per_token"] == 8 * 4 + 2
+    model, _ = load_causal_lm(res.model_dir)
+    assert not any("lora" in k or "projections" in k for k in model.state_dict())
+    curves = json.loads((tmp_path / "run" / "loss_curves.json").read_text())
+    assert [c["step"] for c in curves] == list(range(1, 9))
+    assert (tmp_path / "run" / "loss_curves.png").stat().st_size > 1000
+    assert not (tmp_path / "run" / "checkpoint").exists()
+
+
+def test_dense_reverse_kl_and_clear_errors(student_dir: Path, tiny_model_dir: Path, data, tmp_path: Path) -> None:
+    res = train(_cfg(targets="dense", divergence="reverse_kl", steps=4), student_dir, data[0][:6], tmp_path / "d",
+                teacher_paths=[str(tiny_model_dir)], budget=BUDGET, progress=False)
+    assert res.history[-1]["kd"] < res.history[0]["kd"]
+    with pytest.raises(ValueError, match="needs a teacher"):
+        train(_cfg(), student_dir, data[0][:6], tmp_path / "e", budget=BUDGET, progress=False)
+    with pytest.raises(ValueError, match="unknown method"):
+        train(_cfg(method="magic"), student_dir, data[0][:6], tmp_path / "e", budget=BUDGET, progress=False)
+    with pytest.raises(ValueError, match="no FIM training examples"):
+        train(_cfg(method="ce"), student_dir, [], tmp_path / "e", budget=BUDGET, progress=False)
+
+
+def test_resume_reproduces_an_uninterrupted_run(student_dir: Path, tiny_model_dir: Path, data,
+                                                tmp_path: Path) -> None:
+    cfg = _cfg(steps=6, batch_size=4)
+    full = train(cfg, student_dir, data[0][:16], tmp_path / "full", teacher_paths=[str(tiny_model_dir)],
+                 budget=BUDGET, targets_cache=tmp_path / "t.sqlite", progress=False)
+    part = train(cfg, student_dir, data[0][:16], tmp_path / "part", teacher_paths=[str(tiny_model_dir)],
+                 budget=BUDGET, targets_cache=tmp_path / "t.sqlite", stop_after=3, progress=False)
+    assert len(part.history) == 3 and (tmp_path / "part" / "checkpoint" / "trainer_state.json").exists()
+    assert part.target_stats["cached"] == 16  # the shared cache already holds every target
+    resumed = train(cfg, student_dir, data[0][:16], tmp_path / "part", teacher_paths=[str(tiny_model_dir)],
+                    budget=BUDGET, targets_cache=tmp_path / "t.sqlite", progress=False)
+    assert resumed.resumed_from == 3
+    assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in full.history], rel=1e-4)
+    a, _ = load_causal_lm(full.model_dir)
+    b, _ = load_causal_lm(resumed.model_dir)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.allclose(pa, pb, atol=1e-5), name
+
+
+def test_lora_is_merged_into_a_plain_checkpoint(student_dir: Path, tiny_model_dir: Path, data,
+                                                tmp_path: Path) -> None:
+    res = train(_cfg(lora=True, lora_r=4, steps=4, lr=1e-2), student_dir, data[0][:6], tmp_path / "lora",
+                teacher_paths=[str(tiny_model_dir)], budget=BUDGET, progress=False)
+    merged, _ = load_causal_lm(res.model_dir)
+    base, _ = load_causal_lm(student_dir)
+    keys = list(merged.state_dict())
+    assert keys == list(base.state_dict()) and not any("lora" in k for k in keys)
+    q_changed = not torch.equal(merged.state_dict()["model.layers.0.self_attn.q_proj.weight"],
+                                base.state_dict()["model.layers.0.self_attn.q_proj.weight"])
+    mlp_same = torch.equal(merged.state_dict()["model.layers.0.mlp.up_proj.weight"],
+                           base.state_dict()["model.layers.0.mlp.up_proj.weight"])
+    assert q_changed and mlp_same  # only the adapted projections moved
+
+
+def test_evaluation_report_gate_and_promotion(student_dir: Path, tiny_model_dir: Path, data, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    heldout = data[1]
+    cfg = EvalConfig(max_examples=6, max_new_tokens=8, budget=BUDGET)
+    teacher = load_causal_lm(tiny_model_dir)
+    res_t = evaluate_dir(tiny_model_dir, heldout, cfg, tiny_model_dir)
+    res_s = evaluate_dir(student_dir, heldout, cfg, tiny_model_dir)
+    assert res_t["teacher_top1_agreement"] == 1.0 and res_t["teacher_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert 0.0 <= res_s["teacher_top1_agreement"] <= 1.0 and res_s["teacher_kl"] > 0
+    for r in (res_t, res_s):
+        assert r["examples"] == 6 and r["nll"] > 0 and r["latency_p50_ms"] > 0
+        assert 0.0 <= r["exact_match"] <= 1.0 and 0.0 <= r["edit_similarity"] <= 1.0
+    # A model evaluated on its own teacher-forced references: NLL matches a direct computation.
+    model, tok = teacher
+    again = evaluate_model(model, tok, heldout, cfg)
+    assert again["nll"] == pytest.approx(res_t["nll"], rel=1e-6) and "teacher_kl" not in again
+    table = format_table({"teacher": res_t, "student": res_s})
+    assert table.splitlines()[0].split()[:3] == ["model", "exact_match", "edit_similarity"]
+
+    better = {**res_s, "exact_match": res_s["exact_match"] + 0.1}
+    assert gate(better, res_s).promote
+    assert not gate(res_s, res_s).promote  # a tie is not an improvement
+    slow = {**better, "latency_p50_ms": 10 * res_s["latency_p50_ms"]}
+    d = gate(slow, res_s)
+    assert not d.promote and "latency" in d.reason
+    assert gate(slow, res_s, latency_budget_ms=1e9).promote
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    dest = promote(student_dir, ws, {"why": "test"})
+    assert dest == promoted_model_dir(ws) and (dest / "config.json").exists()
+    assert json.loads((dest / "promotion.json").read_text()) == {"why": "test"}
+    promote(tiny_model_dir, ws)
+    assert (dest.with_name("model.prev") / "config.json").exists()
+    load_causal_lm(dest)  # what `protege serve` would load
+
+
+def test_int8_compression_report(student_dir: Path, data) -> None:
+    model, tok = load_causal_lm(student_dir)
+    q = quantize_int8(model)
+    assert any("quantized" in type(m).__module__ for m in q.modules())
+    assert weight_bytes(q) < weight_bytes(model)
+    rep = compression_report(model, tok, data[1], EvalConfig(max_examples=3, max_new_tokens=6, budget=BUDGET),
+                             prune_amount=0.25)
+    assert set(rep) == {"fp32", "int8", "pruned25+int8"}
+    # int8 barely moves a model's NLL; the report shows by how much.
+    assert abs(rep["int8"]["nll"] - rep["fp32"]["nll"]) < 0.1 * rep["fp32"]["nll"]
