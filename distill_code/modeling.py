@@ -44,7 +44,7 @@ def build_llama(shape: LlamaShape, vocab_size: int, eos_token_id: int, pad_token
         intermediate_size=shape.intermediate_size,
         max_position_embeddings=shape.max_position_embeddings,
         tie_word_embeddings=shape.tie_word_embeddings,
-        rope_theta=shape.rope_theta,
+        rope_parameters={"rope_type": "default", "rope_theta": shape.rope_theta},
         eos_token_id=eos_token_id,
         bos_token_id=None,
         pad_token_id=pad_token_id,

@@ -99,7 +99,38 @@ def _language_of(path: Path) -> str:
             ".tsx": "typescriptreact", ".go": "go", ".rs": "rust", ".java": "java"}.get(path.suffix, "plaintext")
 
 
+def _status(args: argparse.Namespace) -> int:
+    """Offline status: which model would load, what is installed, index state for a workspace."""
+    from server.engine import default_model_path
+
+    info: dict[str, Any] = {"default_model": str(default_model_path()),
+                            "default_model_present": default_model_path().exists()}
+    try:
+        from indexing.api import RepoIndex
+
+        idx = RepoIndex.open(Path(args.workspace))
+        info["index"] = idx.status()
+        idx.close()
+    except Exception as exc:  # status must always answer
+        info["index"] = {"error": str(exc)}
+    try:
+        from security.screen import screened_languages
+
+        info["screened_languages"] = screened_languages()
+    except ImportError as exc:
+        info["screened_languages"] = {"error": str(exc)}
+    print(json.dumps(info, indent=1, default=str))
+    return 0
+
+
 def register(sub: Any) -> None:
+    from server import demo
+
+    demo.register(sub)
+    st = sub.add_parser("status", help="show the default model, index and screening state as JSON")
+    st.add_argument("--workspace", default=".")
+    st.set_defaults(func=_status)
+
     p = sub.add_parser("serve", help="run the language server (stdio by default)")
     p.add_argument("--model", help="model directory (default: the shipped starter student)")
     p.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio")
