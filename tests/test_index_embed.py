@@ -1,0 +1,35 @@
+"""The in-house MiniLM encoder matches sentence-transformers on the shipped model (parity test)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexing.embed import Embedder, default_model_path
+
+TEXTS = [
+    "def compute_tax(amount, region):\n    return round(amount * TAX_RATES[region], 2)",
+    "class Cart:\n    def add_item(self, name, price):\n        self.items.append((name, price))",
+    "How do I configure the cache directory?",
+    "x" * 2000,  # longer than max tokens: truncated the same way
+    "",
+]
+
+
+@pytest.mark.slow
+def test_parity_with_sentence_transformers() -> None:
+    from sentence_transformers import SentenceTransformer
+
+    ours = Embedder(max_tokens=128).encode(TEXTS)
+    reference = SentenceTransformer(str(default_model_path()), device="cpu", local_files_only=True)
+    reference.max_seq_length = 128
+    theirs = reference.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+    assert ours.shape == (len(TEXTS), 384) and ours.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    assert float((ours * theirs).sum(axis=1).min()) > 0.9999
+
+
+def test_similar_code_is_closer_than_unrelated_text() -> None:
+    vecs = Embedder().encode(["def add(a, b): return a + b", "def plus(x, y): return x + y",
+                              "The weather in Paris is mild in spring."])
+    assert vecs[0] @ vecs[1] > vecs[0] @ vecs[2] + 0.2
