@@ -56,30 +56,41 @@ def _tests(with_trojansource: bool = True) -> Any:
     return _test_sets[with_trojansource]
 
 
-@lru_cache(maxsize=256)
-def import_context(import_source: str) -> tuple[frozenset[str], tuple[tuple[str, str], ...]]:
-    """Bandit's import bookkeeping (imported names, alias -> qualified name) for a block of imports.
-
-    Mirrors BanditNodeVisitor.visit_Import/visit_ImportFrom, so a segment can start with the file's
-    imports already known instead of re-visiting (and re-checking) them on every suggestion.
-    """
-    imports: set[str] = set()
-    aliases: dict[str, str] = {}
+@lru_cache(maxsize=4096)
+def _import_names(statement: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """Names one import statement adds, and its aliases, as BanditNodeVisitor.visit_Import(From) records them."""
+    imports: list[str] = []
+    aliases: list[tuple[str, str]] = []
     try:
-        tree = ast.parse(import_source)
+        tree = ast.parse(statement)
     except SyntaxError:
-        return frozenset(), ()
+        return (), ()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import) or (isinstance(node, ast.ImportFrom) and node.module is None):
             for alias in node.names:
                 if alias.asname:
-                    aliases[alias.asname] = alias.name
-                imports.add(alias.name)
+                    aliases.append((alias.asname, alias.name))
+                imports.append(alias.name)
         elif isinstance(node, ast.ImportFrom):
             for alias in node.names:
-                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
-                imports.add(f"{node.module}.{alias.name}")
-    return frozenset(imports), tuple(aliases.items())
+                aliases.append((alias.asname or alias.name, f"{node.module}.{alias.name}"))
+                imports.append(f"{node.module}.{alias.name}")
+    return tuple(imports), tuple(aliases)
+
+
+def import_context(statements: tuple[str, ...]) -> tuple[set[str], dict[str, str]]:
+    """Bandit's import bookkeeping (imported names, alias -> qualified name) for import statements in order.
+
+    A segment starts with the file's imports already known instead of re-visiting (and re-checking)
+    them on every suggestion; each statement is parsed once per process.
+    """
+    imports: set[str] = set()
+    aliases: dict[str, str] = {}
+    for statement in statements:
+        names, pairs = _import_names(statement)
+        imports.update(names)
+        aliases.update(pairs)
+    return imports, aliases
 
 
 @dataclass
@@ -135,6 +146,47 @@ def _waived_tests(comment: str) -> set[str] | None:
         return set(_TEST_ID.findall(m.group("tests") or "")) if m else None
 
 
+class _FocusedVisitor(b_node_visitor.BanditNodeVisitor):  # type: ignore[misc]
+    """Bandit's visitor, skipping statements wholly outside ``focus`` (1-based segment lines).
+
+    Findings outside the suggestion are discarded anyway; not visiting them is what keeps a
+    suggestion inside a 300-line method cheap. Skipped statements still get their parent and
+    sibling links, which some checks follow upwards from the nodes they do visit.
+    """
+
+    focus: tuple[int, int] | None = None
+    tree: ast.Module | None = None
+
+    def process(self, data: str) -> dict:
+        """Bandit's process(), reusing the tree the screen already parsed (a second parse costs as much)."""
+        self.generic_visit(self.tree if self.tree is not None else ast.parse(data))
+        # Checks on the whole source rather than the AST (trojan source).
+        self.context = {"file_data": self.fdata, "filename": self.fname, "lineno": 0, "linerange": [0, 1],
+                        "col_offset": 0}
+        self.update_scores(self.tester.run_tests(self.context, "File"))
+        return self.scores
+
+    def _in_focus(self, node: ast.AST) -> bool:
+        if self.focus is None or not isinstance(node, (ast.stmt, ast.ExceptHandler)):
+            return True
+        return node.lineno <= self.focus[1] and (node.end_lineno or node.lineno) >= self.focus[0]
+
+    def generic_visit(self, node: ast.AST) -> None:
+        for _, value in ast.iter_fields(node):
+            children = value if isinstance(value, list) else [value]
+            for idx, child in enumerate(children):
+                if not isinstance(child, ast.AST):
+                    continue
+                child._bandit_parent = node  # type: ignore[attr-defined]
+                child._bandit_sibling = (  # type: ignore[attr-defined]
+                    children[idx + 1] if isinstance(value, list) and idx + 1 < len(children) else None
+                )
+                if self._in_focus(child) and self.pre_visit(child):
+                    self.visit(child)
+                    self.generic_visit(child)
+                    self.post_visit(child)
+
+
 def parse_nosec(lines: list[str], allowed: Callable[[int, int], bool] | None = None) -> dict[int, set[str]]:
     """Bandit's ``# nosec`` waivers by 1-based line: an empty set waives every test on the line.
 
@@ -180,22 +232,27 @@ def _span(result: Any, lines: list[str]) -> tuple[int, int, int, int]:
     return start[0], start[1], end_line, end_col
 
 
-def run_bandit(source: str, nosec: dict[int, set[str]] | None = None, imports: str = "") -> list[BanditIssue]:
+def run_bandit(source: str, nosec: dict[int, set[str]] | None = None,
+               imports: tuple[str, ...] = (), focus: tuple[int, int] | None = None,
+               tree: ast.Module | None = None) -> list[BanditIssue]:
     """Every issue Bandit's default checks find in ``source`` (which must parse).
 
-    ``imports`` is import code that precedes ``source`` in its file: its names and aliases are
+    ``imports`` are import statements preceding ``source`` in its file: their names and aliases are
     known to the checks (``sp.call(..., shell=True)`` after ``import subprocess as sp``), but the
-    imports themselves are not checked again.
+    imports themselves are not checked again. With ``focus`` (1-based first and last line), only
+    statements overlapping those lines are checked. ``tree`` is ``source`` already parsed.
     """
     metrics = b_metrics.Metrics()
     metrics.begin(_FNAME)
     tests = _tests(with_trojansource=bool(_BIDI_RE.search(source)))
-    visitor = b_node_visitor.BanditNodeVisitor(
+    visitor = _FocusedVisitor(
         _FNAME, io.BytesIO(source.encode("utf-8")), b_meta_ast.BanditMetaAst(), tests, False, nosec or {}, metrics
     )
+    visitor.focus = focus
+    visitor.tree = tree
     visitor.tester = _RecordingTester(visitor.testset, False, nosec or {}, metrics)
     if imports:
-        names, aliases = import_context(imports)
+        names, aliases = import_context(tuple(imports))
         visitor.imports.update(names)
         visitor.import_aliases.update(aliases)
     visitor.process(source)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from security import js_rules, pyfragment
@@ -120,11 +121,22 @@ def _secret_findings(lines: list[str], inserted: tuple[int, int, int, int], lang
     return found
 
 
+@lru_cache(maxsize=16)
+def _imports_before(head: str) -> tuple[str, ...]:
+    # Keyed by the text above the scope, which stays the same while the user types inside one function.
+    return tuple(pyfragment.collect_imports(head, len(head)))
+
+
 def _python_findings(lines: list[str], inserted: tuple[int, int, int, int], policy: Policy,
                      max_scope_lines: int | None, repair: bool) -> tuple[list[Finding], str | None, str]:
     i0, _, i1, _ = inserted
     scope = pyfragment.choose_scope(lines, i0, i1)
-    imports = [text for text, _ in pyfragment.collect_imports("\n".join(lines[:scope[0]]), 10**12)]
+    # Imports above the scope (cached), then local imports inside it above the suggestion, which
+    # the focused visit below does not walk through.
+    imports = _imports_before("\n".join(lines[:scope[0]]))
+    local = "\n".join(lines[scope[0]:i0])
+    if "import" in local:
+        imports += tuple(pyfragment.collect_imports(local, len(local)))
     # The imports are not part of the segment: Bandit learns their names up front instead.
     segment, error = pyfragment.parseable_segment(lines, i0, i1, [], scope, max_scope_lines, repair)
     if segment is None:
@@ -144,7 +156,9 @@ def _python_findings(lines: list[str], inserted: tuple[int, int, int, int], poli
         return (doc_line == i0 and col < inserted[1]) or (doc_line == i1 and col >= inserted[3])
 
     findings = []
-    for issue in run_bandit(segment.text, parse_nosec(seg_lines, waiver_counts), "\n".join(imports)):
+    inserted_rows = [k + 1 for k, m in enumerate(segment.line_map) if m is not None and i0 <= m <= i1]
+    focus = (inserted_rows[0], inserted_rows[-1]) if inserted_rows else None
+    for issue in run_bandit(segment.text, parse_nosec(seg_lines, waiver_counts), imports, focus, segment.tree):
         start_doc = segment.line_map[issue.line - 1] if issue.line - 1 < len(segment.line_map) else None
         if start_doc is None:
             continue  # on the imports or wrappers the screen added, not on the suggestion

@@ -100,12 +100,27 @@ def test_scope_of_a_top_level_clause_reaches_back_to_its_statement() -> None:
     assert (start, end) == (0, 4)
 
 
-def test_fragment_in_a_function_is_repaired_when_the_scope_does_not_parse() -> None:
+def test_fragment_in_a_function_is_cut_after_its_statement_and_repaired() -> None:
     lines = ["import subprocess", "def f(cmd):", "    subprocess.call(cmd, shell=True", "    return 1"]
     segment, error = parseable_segment(lines, 2, 2, [])
-    assert segment is not None, error
-    assert segment.kind == "scope-repaired"
-    assert "shell=True)" in segment.text
+    assert segment is not None and segment.tree is not None, error
+    assert segment.kind == "scope"
+    assert "shell=True)" in segment.text and "return 1" not in segment.text
+
+
+def test_scope_keeps_the_rest_of_an_except_handler() -> None:
+    """`except: pass` followed by more code is not B110: the handler's rest must stay in the scope."""
+    lines = ["def f():", "    try:", "        a = 1", "    except Exception:", "        pass", "        a = 2",
+             "    return a"]
+    start, end, _ = choose_scope(lines, 4, 4)
+    assert (start, end) == (0, 6)
+
+
+def test_scope_of_a_try_body_is_closed_by_the_repair() -> None:
+    lines = ["def f(x):", "    try:", "        y = eval(x)", "        z = 2", "    except ValueError:", "        raise"]
+    segment, error = parseable_segment(lines, 2, 2, [])
+    assert segment is not None and segment.tree is not None, error
+    assert "finally:" in segment.text and "z = 2" not in segment.text
 
 
 def test_scope_budget_narrows_to_the_statement() -> None:
@@ -117,5 +132,5 @@ def test_scope_budget_narrows_to_the_statement() -> None:
 
 def test_collect_imports_joins_multiline_and_drops_broken_ones() -> None:
     doc = "import os\nfrom a import (\n    b,\n    c,\n)\nimport = broken\n  import sys\nx = 1\n"
-    imports = [text for text, _ in collect_imports(doc, len(doc))]
+    imports = collect_imports(doc, len(doc))
     assert imports == ["import os", "from a import ( b, c, )", "import sys"]
