@@ -214,21 +214,21 @@ def _char_col(line: str, byte_col: int) -> int:
 
 def _span(result: Any, lines: list[str]) -> tuple[int, int, int, int]:
     """(line, col, end_line, end_col) of what an issue is about, 1-based lines, byte columns."""
-    node = getattr(result, "_protege_node", None)
+    node: Any = getattr(result, "_protege_node", None)
     line = int(result.lineno or 1)
     col = max(int(result.col_offset or 0), 0)
     if not isinstance(node, ast.AST) or not hasattr(node, "lineno"):
         # File-level checks (trojan source): the reported line.
         return line, col, line, len(lines[line - 1].encode("utf-8")) if 0 < line <= len(lines) else col
-    start = min((line, col), (node.lineno, node.col_offset))
+    start = min((line, col), (node.lineno, getattr(node, "col_offset", 0)))
     body = getattr(node, "body", None)
     if isinstance(body, list) and body and not isinstance(node, ast.ExceptHandler):
         # A compound statement's finding is about its header (decorators, defaults, context
         # managers), not about every line of its body.
         first = body[0]
         return start[0], start[1], first.lineno, first.col_offset
-    end_line = node.end_lineno or node.lineno
-    end_col = node.end_col_offset if node.end_col_offset is not None else 0
+    end_line = getattr(node, "end_lineno", None) or node.lineno
+    end_col = getattr(node, "end_col_offset", None) or 0
     return start[0], start[1], end_line, end_col
 
 

@@ -48,7 +48,7 @@ def _char(line: str, byte_col: int) -> int:
     return len(line.encode("utf-8")[:byte_col].decode("utf-8", errors="ignore")) if not line.isascii() else byte_col
 
 
-def _statements(tree: ast.AST) -> list[ast.AST]:
+def _statements(tree: ast.AST) -> list[ast.stmt | ast.ExceptHandler]:
     return [n for n in ast.walk(tree) if isinstance(n, (ast.stmt, ast.ExceptHandler))]
 
 
@@ -70,7 +70,8 @@ def scenarios_for_source(name: str, source: str) -> list[Scenario]:
         first_col = _char(text, node.col_offset)
         if text[:first_col].strip():
             continue  # a second statement on the line (`a; b`): the line's first statement covers it
-        end = starts[node.end_lineno - 1] + _char(lines[node.end_lineno - 1], node.end_col_offset)
+        end_lineno = node.end_lineno or node.lineno
+        end = starts[end_lineno - 1] + _char(lines[end_lineno - 1], node.end_col_offset or 0)
         begin = starts[line] + first_col
         code_end = len(text.rstrip())
         mid = first_col + max(1, (code_end - first_col) // 2)
@@ -90,7 +91,8 @@ def scenarios_for_source(name: str, source: str) -> list[Scenario]:
                     continue
                 seen.add((lo, hi, vkind))
                 suggestion = source[lo:hi]
-                expected = frozenset(tid for s, e, tid in spans if s < max(e, s + 1) and lo < max(e, s + 1) and s < hi)
+                # Bandit's issues whose span overlaps the suggestion (an empty span counts as one character)
+                expected = frozenset(tid for s, e, tid in spans if s < hi and lo < max(e, s + 1))
                 cur_line = source.count("\n", 0, lo)
                 out.append(Scenario(name, vkind, source[:lo] + suffix, cur_line, lo - starts[cur_line], suggestion,
                                     expected, "nosec" in suggestion.lower()))

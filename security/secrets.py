@@ -43,7 +43,8 @@ def _all_detectors() -> list[tuple[Any, str, str]]:
     with _lock:
         if _detectors is None:
             found: list[tuple[Any, str, str]] = []
-            for cls in get_mapping_from_secret_type_to_class().values():
+            classes: list[Any] = list(get_mapping_from_secret_type_to_class().values())
+            for cls in classes:
                 if cls.__name__ in _SKIPPED_DETECTORS or not issubclass(cls, RegexBasedDetector):
                     continue
                 found.append((cls(), "HIGH", "HIGH"))  # a provider's token format: almost surely real
