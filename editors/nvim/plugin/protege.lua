@@ -72,8 +72,13 @@ api.nvim_create_autocmd('LspProgress', {
     if type(value) ~= 'table' or not is_protege(ev.data.client_id) then
       return
     end
-    local text = ('Protege: %s %s%s'):format(
-      value.title or '',
+    -- Titles sent by the server usually name Protege already.
+    local title = value.title or ''
+    if not title:find('^Protege') then
+      title = vim.trim('Protege: ' .. title)
+    end
+    local text = ('%s %s%s'):format(
+      title,
       value.message or '',
       value.percentage and (' (%d%%)'):format(value.percentage) or ''
     )

@@ -243,10 +243,8 @@ async function explainSelection(): Promise<void> {
         range: client.code2ProtocolConverter.asRange(selection),
       },
     ];
-    const reply = await vscode.window.withProgress(
-      { location: vscode.ProgressLocation.Window, title: "Protege: explaining" },
-      () => runServerCommand(SERVER_COMMANDS.explain, args),
-    );
+    // The server reports its own work-done progress while it explains.
+    const reply = await runServerCommand(SERVER_COMMANDS.explain, args);
     await showMarkdown("explanation", explanationMarkdown(reply));
   });
 }
