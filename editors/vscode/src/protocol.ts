@@ -168,11 +168,13 @@ export function searchHits(reply: unknown): SearchHit[] {
       : [];
   const hits: SearchHit[] = [];
   for (const raw of list) {
-    const r = raw as Partial<Record<keyof SearchHit, unknown>> | null;
-    if (r && typeof r.path === "string" && typeof r.line === "number") {
+    const r = raw as Partial<Record<keyof SearchHit | "startLine" | "start_line", unknown>> | null;
+    // `line` is the contract; index hits name the same 0-based line `startLine`/`start_line`.
+    const line = r?.line ?? r?.startLine ?? r?.start_line;
+    if (r && typeof r.path === "string" && typeof line === "number") {
       hits.push({
         path: r.path,
-        line: Math.max(0, Math.floor(r.line)),
+        line: Math.max(0, Math.floor(line)),
         symbol: typeof r.symbol === "string" ? r.symbol : "",
         score: typeof r.score === "number" ? r.score : 0,
       });

@@ -203,7 +203,8 @@ function M.search(query)
         end
         items[#items + 1] = {
           filename = path,
-          lnum = (tonumber(hit.line) or 0) + 1, -- LSP lines are 0-based
+          -- 0-based, as in LSP; index hits call the same line start_line.
+          lnum = (tonumber(hit.line) or tonumber(hit.startLine) or tonumber(hit.start_line) or 0) + 1,
           text = ('%s  (score %.3f)'):format(hit.symbol ~= vim.NIL and hit.symbol or '', tonumber(hit.score) or 0),
         }
       end

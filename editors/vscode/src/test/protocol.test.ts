@@ -101,6 +101,8 @@ test("searchHits keeps well-formed hits, best first", () => {
     { path: "a.py", line: 3, symbol: "f", score: 0.2 },
   ]);
   assert.equal(searchHits({ results: [{ path: "c.py", line: 0 }] }).length, 1);
+  assert.deepEqual(searchHits([{ path: "d.py", start_line: 4, symbol: "g", score: 1 }])[0]?.line, 4);
+  assert.deepEqual(searchHits([{ path: "e.py", startLine: 5 }])[0]?.line, 5);
   assert.deepEqual(searchHits("nonsense"), []);
 });
 
