@@ -26,6 +26,7 @@ FEATURE_MODULES = (
     "server.features.completion",
     "server.features.commands",
     "server.features.documents",
+    "server.features.explain",
 )
 
 VERSION = "0.1.0"

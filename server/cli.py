@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = (
     "security.cli",
     "distill_code.cli",
     "distill_code.pretrain_cli",
+    "server.explain_cli",
 )
 
 
