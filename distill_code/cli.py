@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--max-examples", type=int, default=100, help="held-out examples to use (default 100)")
     e.add_argument("--max-new-tokens", type=int, default=48)
     e.add_argument("--int8", action="store_true", help="also evaluate each model int8-quantized")
+    e.add_argument("--workspace", default="", help="workspace whose mining settings to reuse (default: REPO)")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     e.set_defaults(func=_eval)
 
@@ -77,13 +78,21 @@ def _distill(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from distill_code.evaluate import EvalConfig, evaluate_model, format_table
-    from distill_code.mining import MiningConfig, MiningError, mine_to_disk
+    from distill_code.mining import MiningConfig, MiningError, load_dataset, mine_to_disk
     from distill_code.modeling import ModelLoadError, load_causal_lm
     from distill_code.vocab import VocabMismatchError
     from distill_code.workspace import datasets_dir
 
     try:
-        ds = mine_to_disk(args.repo, datasets_dir(args.repo), MiningConfig())
+        root = datasets_dir(args.workspace or args.repo)
+        mcfg = MiningConfig()
+        try:
+            # Same mining settings as the last `protege distill`: an unchanged repository then
+            # gives the very held-out split the student was gated on (same dataset version).
+            mcfg = MiningConfig(**load_dataset(root).manifest["config"])
+        except (MiningError, TypeError, KeyError):
+            pass
+        ds = mine_to_disk(args.repo, root, mcfg)
         heldout = ds.fim("heldout")
         cfg = EvalConfig(max_examples=args.max_examples, max_new_tokens=args.max_new_tokens)
         teacher = load_causal_lm(args.teacher) if args.teacher else None

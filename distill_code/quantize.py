@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import io
 import logging
+import warnings
 from typing import Any
 
 import torch
@@ -30,7 +31,11 @@ def weight_bytes(model: torch.nn.Module) -> int:
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``model`` with every ``nn.Linear`` dynamically quantized to int8 (CPU inference)."""
     base = copy.deepcopy(model).float().eval()
-    return torch.ao.quantization.quantize_dynamic(base, {torch.nn.Linear}, dtype=torch.qint8)
+    with warnings.catch_warnings():
+        # torch.ao is deprecated in favour of torchao, which is not a dependency; the server uses the same call.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.ao.quantization.quantize_dynamic(base, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def prune_linear(model: torch.nn.Module, amount: float) -> torch.nn.Module:
