@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ds = mine_to_disk(repo, work / "datasets", MiningConfig(use_index=False, max_per_file=args.max_per_file,
                                                             heldout_fraction=args.heldout_fraction))
     mining_s = time.perf_counter() - t0
-    train_ex, heldout = ds.fim("train"), ds.fim("heldout")
+    train_ex, heldout = ds.examples("train"), ds.fim("heldout")
     budget = Budget(max_len=args.max_len, max_middle=args.max_middle)
     ecfg = EvalConfig(max_examples=args.eval_examples, max_new_tokens=args.max_new_tokens, budget=budget)
 

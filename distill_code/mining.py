@@ -97,7 +97,11 @@ class Dataset:
     heldout: list[Example] = field(default_factory=list)
 
     def fim(self, split: str) -> list[Example]:
-        return [e for e in (self.train if split == "train" else self.heldout) if e.task == "fim"]
+        return self.examples(split, ("fim",))
+
+    def examples(self, split: str, tasks: tuple[str, ...] = ("fim", "explain")) -> list[Example]:
+        """Examples of ``split`` whose task is in ``tasks``; all of them are FIM-encodable."""
+        return [e for e in (self.train if split == "train" else self.heldout) if e.task in tasks]
 
 
 # ------------------------------------------------------------------------ repository files
@@ -226,25 +230,49 @@ def _candidate_spans(root: Node, src: bytes) -> Iterator[tuple[str, int, int]]:
                 yield "line_remainder", cut, n.end_byte
 
 
-def _docstring_pairs(root: Node, src: bytes) -> Iterator[tuple[str, int, int, str]]:
-    """(kind, code_start, code_end, explanation) pairs: Python docstrings and comments above code."""
+def _indent(line: str) -> str:
+    return line[: len(line) - len(line.lstrip())]
+
+
+def _explain_pairs(root: Node, src: bytes, max_lines: int = 60) -> Iterator[tuple[str, str, str, str]]:
+    """(kind, prefix, middle, suffix) explanation examples in the layout the server's explain prompt uses.
+
+    Docstrings: the definition's header, then the indented opening quotes, as the prefix; the rest of
+    the body (docstring left out) as the suffix. Comments: the indented ``# `` as the prefix and the
+    code below it as the suffix. See ``server.explain_summary.build_prompt``.
+    """
+    lines = src.decode("utf-8", "replace").split("\n")
     for n in _walk(root):
         if n.type in ("function_definition", "class_definition"):
             body = n.child_by_field_name("body")
-            if body is not None and body.named_child_count:
-                first = body.named_children[0]
-                # Grammar versions differ: the docstring is a bare string or wrapped in a statement.
-                if first.type == "expression_statement" and first.named_child_count:
-                    first = first.named_children[0]
-                if first.type == "string":
-                    doc = src[first.start_byte:first.end_byte].decode("utf-8", "replace").strip("\"' \n\r\t")
-                    if len(doc) >= 12:
-                        yield "docstring", n.start_byte, n.end_byte, doc
+            if body is None or not body.named_child_count:
+                continue
+            doc = body.named_children[0]
+            # Grammar versions differ: the docstring is a bare string or wrapped in a statement.
+            if doc.type == "expression_statement" and doc.named_child_count:
+                doc = doc.named_children[0]
+            if doc.type != "string":
+                continue
+            first, body_line, doc_end, last = n.start_point[0], doc.start_point[0], doc.end_point[0], n.end_point[0]
+            text = "".join(src[c.start_byte:c.end_byte].decode("utf-8", "replace")
+                           for c in doc.children if c.type == "string_content")
+            if body_line <= first or last - first > max_lines or len(text.strip()) < 12:
+                continue
+            prefix = "\n".join(lines[first:body_line]) + "\n" + _indent(lines[body_line]) + '"""'
+            suffix = '"""\n' + "\n".join(lines[doc_end + 1:last + 1]) + "\n"
+            yield "docstring", prefix, text, suffix
         elif n.type in COMMENT_TYPES and n.next_named_sibling is not None:
             nxt = n.next_named_sibling
-            text = src[n.start_byte:n.end_byte].decode("utf-8", "replace").lstrip("#/* ").rstrip("*/ ")
-            if len(text) >= 12 and nxt.type not in COMMENT_TYPES and nxt.start_point[0] == n.end_point[0] + 1:
-                yield "comment", nxt.start_byte, nxt.end_byte, text
+            raw = src[n.start_byte:n.end_byte].decode("utf-8", "replace")
+            if not raw.startswith(("#", "//")) or nxt.type in COMMENT_TYPES:
+                continue
+            text = raw.lstrip("#/").strip()
+            start, end = nxt.start_point[0], nxt.end_point[0]
+            # One-liners explained by a comment teach little; a comment right above a block does.
+            if len(text) < 12 or start != n.end_point[0] + 1 or end == start or end - start > max_lines:
+                continue
+            marker = "#" if raw.startswith("#") else "//"
+            yield "comment", f"{_indent(lines[start])}{marker} ", text, "\n" + "\n".join(lines[start:end + 1]) + "\n"
 
 
 def _stable_id(*parts: str) -> str:
@@ -288,13 +316,9 @@ def mine_file(rel: str, text: str, cfg: MiningConfig) -> list[Example]:
         out.extend(items[:quota])
     if cfg.explain_pairs:
         pairs = []
-        for kind, start, end, doc in _docstring_pairs(tree.root_node, src):
-            code = src[start:end].decode("utf-8", "replace")
-            # One-liners explained by a comment teach little; docstrings of small definitions do.
-            if len(code) > 4 * cfg.max_middle_chars or (kind == "comment" and code.count("\n") < 1):
-                continue
-            pairs.append(Example(_stable_id("explain", code, doc), "explain", kind, rel, language,
-                                 prefix=code, middle=doc))
+        for kind, prefix, middle, suffix in _explain_pairs(tree.root_node, src):
+            pairs.append(Example(_stable_id("explain", prefix, middle, suffix), "explain", kind, rel, language,
+                                 prefix=prefix, middle=middle, suffix=suffix))
         rng.shuffle(pairs)
         out.extend(pairs[:quota])
     return out

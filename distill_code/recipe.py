@@ -137,13 +137,13 @@ def run_distill(repo: str | Path, recipe: Recipe, workspace: str | Path | None =
     run = Path(out_dir) if out_dir else runs_dir(ws) / time.strftime("%Y%m%d-%H%M%S")
     run.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"repo": str(Path(repo).resolve()), "dataset": ds.version,
-                              "train_examples": len(ds.fim("train")), "heldout_examples": len(ds.fim("heldout")),
+                              "train_examples": len(ds.examples("train")), "heldout_examples": len(ds.fim("heldout")),
                               "recipe": dataclasses.asdict(recipe)}
     teacher_paths = [] if recipe.teacher.server else recipe.teacher_paths()
     student_path = recipe.student_path()
-    train_examples = ds.fim("train")
+    train_examples = ds.examples("train")
     if recipe.data_distillation.enabled:
-        train_examples = train_examples + _data_distill(recipe, teacher_paths, train_examples, report)
+        train_examples = train_examples + _data_distill(recipe, teacher_paths, ds.fim("train"), report)
     result = train(recipe.train, student_path, train_examples, run, teacher_paths=teacher_paths or None,
                    teacher_weights=recipe.teacher.weights or None, budget=recipe.budget,
                    targets_cache=targets_cache(ws),

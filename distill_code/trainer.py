@@ -48,6 +48,7 @@ class TrainConfig:
     hidden_weight: float = 1.0
     hidden_kind: str = "mse"
     cross_tokenizer: str | None = None  # "uld" to allow teachers with another tokenizer
+    include_explain: bool = True  # also train on (code -> docstring/comment) pairs in the explain layout
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
@@ -147,7 +148,8 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
     set_seed(cfg.seed)
     student, tok = load_causal_lm(student_path)
     template = template_of(tok)
-    encoded = [e for e in (encode_example(x, tok, template, budget) for x in examples if x.task == "fim")
+    tasks = ("fim", "explain") if cfg.include_explain else ("fim",)
+    encoded = [e for e in (encode_example(x, tok, template, budget) for x in examples if x.task in tasks)
                if e.n_completion > 0]
     if not encoded:
         raise ValueError("no FIM training examples to train on; mine a repository with source files first")

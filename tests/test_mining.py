@@ -65,12 +65,15 @@ def test_fim_spans_reassemble_the_file_and_cover_every_kind() -> None:
     assert body.prefix.endswith("def add(a, b):\n    ")
 
 
-def test_explanation_pairs_from_docstrings_and_comments() -> None:
-    pairs = [e for e in mine_file("m.py", SAMPLE, MiningConfig()) if e.task == "explain"]
-    by_text = {e.middle: e for e in pairs}
-    assert "Add two numbers and return the sum of them." in by_text
-    assert by_text["Add two numbers and return the sum of them."].prefix.startswith("def add(a, b):")
-    assert by_text["Return the stored value to the caller"].prefix.startswith("value = self.value")
+def test_explanation_pairs_use_the_server_explain_layout() -> None:
+    pairs = {e.middle: e for e in mine_file("m.py", SAMPLE, MiningConfig()) if e.task == "explain"}
+    add = pairs["Add two numbers and return the sum of them."]
+    # The docstring slot: header + opening quotes, then the body without the docstring.
+    assert add.kind == "docstring" and add.prefix == 'def add(a, b):\n    """'
+    assert add.suffix.startswith('"""\n    total = compute(a, b, scale=2)') and "Add two" not in add.suffix
+    comment = pairs["Return the stored value to the caller"]
+    assert comment.kind == "comment" and comment.prefix == "        # "
+    assert comment.suffix == "\n        value = self.value\n        return value\n"
 
 
 def test_truncation_limits_and_determinism() -> None:
