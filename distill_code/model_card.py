@@ -1,0 +1,242 @@
+"""Held-out line completion (FIM exact match, edit similarity, latency) and the starter models' cards.
+
+``ship_models`` turns a finished recipe run into what the project ships: fp16 safetensors with the
+tokenizer, a ``MODEL_CARD.md`` and a ``card.json`` of the measured figures per model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from distill_code.fim import template_for
+from distill_code.metrics import edit_similarity, exact_match
+from distill_code.modeling import count_parameters
+
+if TYPE_CHECKING:
+    from distill_code.pretrain import Recipe
+
+
+@dataclass(frozen=True)
+class LineExample:
+    prefix: str
+    suffix: str
+    line: str  # the held-out line, without its newline
+
+
+def heldout_lines(texts: Sequence[str], n: int, seed: int = 0, max_prefix_chars: int = 900,
+                  max_suffix_chars: int = 300) -> list[LineExample]:
+    """Pick ``n`` non-trivial lines round-robin over ``texts``; context is cut at line boundaries."""
+    rng = random.Random(seed)
+    per_file: list[list[LineExample]] = []
+    for text in texts:
+        lines = text.splitlines(keepends=True)
+        cands: list[LineExample] = []
+        for i, line in enumerate(lines):
+            s = line.strip()
+            if i < 2 or not 6 <= len(s) <= 100 or s.startswith("#") or s in ('"""', "'''"):
+                continue
+            pre_lines: list[str] = []
+            size = 0
+            for prev in reversed(lines[:i]):
+                if size + len(prev) > max_prefix_chars:
+                    break
+                pre_lines.insert(0, prev)
+                size += len(prev)
+            suf_lines: list[str] = []
+            size = 0
+            for nxt in lines[i + 1:]:
+                if size + len(nxt) > max_suffix_chars:
+                    break
+                suf_lines.append(nxt)
+                size += len(nxt)
+            if pre_lines:
+                cands.append(LineExample("".join(pre_lines), "".join(suf_lines), line.rstrip("\r\n")))
+        rng.shuffle(cands)
+        if cands:
+            per_file.append(cands)
+    out: list[LineExample] = []
+    while len(out) < n and any(per_file):
+        for cands in per_file:
+            if cands and len(out) < n:
+                out.append(cands.pop())
+    return out
+
+
+@torch.no_grad()
+def complete_line(model: Any, tokenizer: Any, prefix: str, suffix: str, max_new_tokens: int = 40) -> tuple[str, int]:
+    """Greedy FIM completion (PSM, the serving layout) up to the first newline; returns (text, tokens)."""
+    prompt = template_for("starcoder").psm(prefix, suffix)
+    ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+    special = set(tokenizer.all_special_ids)
+    out_ids: list[int] = []
+    past = None
+    text = ""
+    for _ in range(max_new_tokens):
+        res = model(input_ids=ids, past_key_values=past, use_cache=True)
+        past = res.past_key_values
+        nxt = int(res.logits[0, -1].argmax())
+        if nxt in special:
+            break
+        out_ids.append(nxt)
+        text = tokenizer.decode(out_ids)
+        if "\n" in text.lstrip("\n") or (text.startswith("\n") and text.strip()):
+            break
+        ids = torch.tensor([[nxt]])
+    line = text.lstrip("\n").split("\n", 1)[0]
+    return line, len(out_ids)
+
+
+def evaluate_lines(model: Any, tokenizer: Any, examples: Sequence[LineExample]) -> dict[str, Any]:
+    """Exact match, edit similarity and latency of greedy line completion over ``examples``."""
+    model.eval()
+    em: list[float] = []
+    es: list[float] = []
+    ms: list[float] = []
+    n_tok = 0
+    for ex in examples:
+        t0 = time.perf_counter()
+        pred, k = complete_line(model, tokenizer, ex.prefix, ex.suffix)
+        ms.append((time.perf_counter() - t0) * 1000)
+        n_tok += k
+        em.append(exact_match(pred, ex.line))
+        es.append(edit_similarity(pred, ex.line))
+    return {"lines": len(examples), "exact_match": statistics.fmean(em), "edit_similarity": statistics.fmean(es),
+            "per_line_edit_similarity": es, "latency_ms_mean": statistics.fmean(ms),
+            "latency_ms_p50": statistics.median(ms),
+            "latency_ms_p90": sorted(ms)[int(0.9 * (len(ms) - 1))],
+            "decode_tokens_per_s": n_tok / max(1e-9, sum(ms) / 1000)}
+
+
+def _card_text(role: str, info: dict[str, Any]) -> str:
+    ev, base = info["heldout"], info["random_init_heldout"]
+    corpus = info["corpus"]
+    rows = [
+        ("parameters", f"{info['parameters']:,} (tied input/output embeddings)"),
+        ("shape", ", ".join(f"{k}={v}" for k, v in info["shape"].items())),
+        ("weights", f"safetensors, float16, {info['weights_mb']:.1f} MB"),
+        ("tokens seen", f"{info['train']['tokens_seen']:,} in {info['train']['steps']:,} steps "
+                        f"({info['train']['train_minutes']:.1f} min, {info['train']['tokens_per_second']:.0f} tok/s)"),
+        ("validation loss", f"{info['train']['validation_loss']:.3f} nats/token (held-out files, FIM mix)"),
+        ("held-out FIM exact match", f"{ev['exact_match']:.3f} (random init of this shape: {base['exact_match']:.3f})"),
+        ("held-out FIM edit similarity",
+         f"{ev['edit_similarity']:.3f} (random init of this shape: {base['edit_similarity']:.3f})"),
+        ("latency per line (greedy, fp32, KV cache)",
+         f"mean {ev['latency_ms_mean']:.0f} ms, p50 {ev['latency_ms_p50']:.0f} ms, p90 {ev['latency_ms_p90']:.0f} ms, "
+         f"{ev['decode_tokens_per_s']:.0f} tok/s"),
+    ]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    how = ("pretrained from random init with next-token cross-entropy on fill-in-the-middle samples"
+           if role == "teacher" else
+           f"distilled from the starter teacher: {info['kd']}")
+    train_tok = corpus["totals"].get("train", {})
+    val_tok = corpus["totals"].get("validation", {})
+    return f"""# Protege starter {role}
+
+A small Llama-style code model trained by Protege's own recipe (`{info['recipe']}`) on this
+project's CPU, so the assistant works offline on the first run. It is a starter, not a
+production code model: expect short, plausible single-line completions of Python.
+
+| | |
+|---|---|
+{table}
+
+## Training
+
+* How: {how}.
+* Data: {', '.join(f"{s['name']} ({s['license']})" for s in corpus['sources'])}; test, fixture,
+  vendored, generated and data-table files removed, deduplicated by content hash, split by file.
+  Train: {train_tok.get('files', 0)} files, {train_tok.get('bytes', 0):,} bytes, {train_tok.get('tokens', 0):,} tokens;
+  validation: {val_tok.get('files', 0)} files, {val_tok.get('tokens', 0):,} tokens.
+  Every file's path and sha256 are in `corpus_manifest.json` (corpus hash `{corpus['corpus_sha256'][:16]}`).
+* Format: StarCoder-style FIM tokens (`<fim_prefix>`, `<fim_suffix>`, `<fim_middle>`, `<|endoftext|>`,
+  `<file_sep>`), FIM rate {info['fim_rate']}, of which {info['spm_rate']} suffix-prefix-middle; prompts come from
+  `distill_code.fim.template_for("starcoder")`, the same module the server uses.
+* Tokenizer: byte-level BPE, {info['vocab_size']:,} tokens, trained on the train split (`tokenizers`).
+* Loss curves: `loss.png` / `loss.json`.
+
+## Evaluation
+
+{ev['lines']} held-out lines from the validation files: the prompt is the PSM layout with up to 900
+characters of prefix and 300 of suffix (cut at line boundaries); greedy decoding stops at the first
+newline; exact match and edit similarity come from `distill_code.metrics`. Latency was measured on
+this 2-core CPU {info['machine_note']}.
+
+Reproduce: `protege pretrain --recipe {info['recipe']}` (training + this card), or only the card from
+a finished run: `protege pretrain --recipe {info['recipe']} --resume --stages ship`.
+"""
+
+
+def ship_model(role: str, src_dir: Path, dst_dir: Path, examples: Sequence[LineExample], info: dict[str, Any],
+               ) -> dict[str, Any]:
+    """Export ``src_dir`` as fp16 safetensors + tokenizer into ``dst_dir``, evaluate it, write its card."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from distill_code.modeling import build_llama
+
+    tok = AutoTokenizer.from_pretrained(str(src_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(src_dir), dtype=torch.float32)
+    if dst_dir.exists():
+        shutil.rmtree(dst_dir)
+    dst_dir.mkdir(parents=True)
+    model.to(torch.float16).save_pretrained(str(dst_dir), safe_serialization=True)
+    tok.save_pretrained(str(dst_dir))
+    # Evaluate what ships: the fp16 weights, loaded back the way the server loads them (fp32 on CPU).
+    shipped = AutoModelForCausalLM.from_pretrained(str(dst_dir), dtype=torch.float32)
+    info = dict(info)
+    info["parameters"] = count_parameters(shipped)
+    info["weights_mb"] = sum(f.stat().st_size for f in dst_dir.glob("*.safetensors")) / 1e6
+    info["heldout"] = evaluate_lines(shipped, tok, examples)
+    shape = info["shape"]
+    from distill_code.modeling import LlamaShape
+
+    baseline = build_llama(LlamaShape(**shape), vocab_size=len(tok), eos_token_id=tok.eos_token_id,
+                           pad_token_id=tok.pad_token_id, seed=1)
+    info["random_init_heldout"] = evaluate_lines(baseline, tok, examples)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    info["machine_note"] = (f"with {torch.get_num_threads()} torch threads while other work shared the cores "
+                            f"(1-minute load average {load:.1f}), so treat absolute times as upper bounds")
+    for src in ("loss.json", "loss.png"):
+        if (src_dir.parent / src).exists():
+            shutil.copy(src_dir.parent / src, dst_dir / src)
+    (dst_dir / "MODEL_CARD.md").write_text(_card_text(role, info))
+    compact = {k: v for k, v in info.items() if k not in ("corpus",)}
+    for key in ("heldout", "random_init_heldout"):
+        compact[key] = {k: v for k, v in info[key].items() if k != "per_line_edit_similarity"}
+    (dst_dir / "card.json").write_text(json.dumps(compact, indent=1))
+    return compact
+
+
+def ship_models(recipe: Recipe, summary: dict[str, Any], val_texts: Sequence[str]) -> dict[str, Any]:
+    """Ship the teacher and student of a finished run into ``recipe.ship_dir`` with their cards."""
+    out = Path(recipe.out_dir)
+    ship = Path(recipe.ship_dir) if recipe.ship_dir else out / "ship"
+    ship.mkdir(parents=True, exist_ok=True)
+    corpus = json.loads((out / "corpus_manifest.json").read_text())
+    shutil.copy(out / "corpus_manifest.json", ship / "corpus_manifest.json")
+    examples = heldout_lines(val_texts, recipe.eval_lines)
+    result: dict[str, Any] = {}
+    for role in ("teacher", "student"):
+        src = out / role / "final"
+        if role not in summary or not src.exists():
+            raise FileNotFoundError(f"{src} is missing; run the {role} stage of the recipe before shipping")
+        stage = getattr(recipe, role)
+        info = {"recipe": f"recipes/{recipe.name}.toml", "train": summary[role], "shape": asdict(stage.shape),
+                "corpus": corpus, "fim_rate": recipe.fim_rate, "spm_rate": recipe.spm_rate,
+                "vocab_size": recipe.vocab_size,
+                "kd": (f"loss = {stage.kd_alpha} x T^2 x KL(teacher || student) at T = {stage.kd_temperature} "
+                       f"(distill_code.losses.forward_kl) + {1 - stage.kd_alpha:.2f} x cross-entropy")}
+        result[role] = ship_model(role, src, ship / role, examples, info)
+    s, t = result["student"]["heldout"], result["teacher"]["heldout"]
+    result["student_vs_teacher_latency"] = s["latency_ms_mean"] / max(1e-9, t["latency_ms_mean"])
+    return result

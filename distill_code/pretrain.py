@@ -1,0 +1,337 @@
+"""Starter-model recipe: corpus -> tokenizer -> teacher pretraining (FIM) -> student logit distillation.
+
+A recipe (TOML, see ``recipes/``) fixes every choice; ``protege pretrain --recipe FILE`` runs it.
+Each stage checkpoints on a wall-clock interval and resumes from ``<out_dir>/<stage>/ckpt.pt``;
+loss curves are saved as JSON and PNG beside the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from distill_code.corpus import CorpusConfig, collect_corpus, count_tokens, split_texts, write_manifest
+from distill_code.losses import forward_kl
+from distill_code.modeling import LlamaShape, build_llama, count_parameters
+from distill_code.pretrain_data import PackedBlocks
+from distill_code.tokenizer import train_bpe_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class RecipeError(ValueError):
+    """A recipe file is missing or malformed; the message names the bad key."""
+
+
+@dataclass
+class StageConfig:
+    """One training stage (teacher pretraining or student distillation)."""
+
+    shape: LlamaShape = field(default_factory=LlamaShape)
+    seq_len: int = 512
+    batch_size: int = 8
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    max_tokens: int = 1_000_000
+    max_minutes: float = 0.0  # 0: no wall-clock budget; else the schedule ends at whichever comes first
+    eval_every: int = 100
+    eval_blocks: int = 32
+    log_every: int = 10
+    checkpoint_minutes: float = 5.0
+    bf16: bool = True
+    seed: int = 0
+    # Distillation only: loss = alpha * T^2 * KL(teacher || student) at temperature T + (1 - alpha) * CE.
+    kd_temperature: float = 2.0
+    kd_alpha: float = 0.9
+
+
+@dataclass
+class Recipe:
+    name: str = "starter"
+    out_dir: str = "runs/starter"
+    ship_dir: str = ""  # where the fp16 models + cards go ("" = <out_dir>/ship)
+    vocab_size: int = 8192
+    tokenizer_max_bytes: int = 0  # 0: train the tokenizer on the whole train split
+    fim_rate: float = 0.5
+    spm_rate: float = 0.5
+    threads: int = 0  # 0: leave torch's default
+    eval_lines: int = 200
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    teacher: StageConfig = field(default_factory=StageConfig)
+    student: StageConfig = field(default_factory=StageConfig)
+
+
+def _fill(cls: type, data: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise RecipeError(f"unknown key(s) {unknown} in [{where}]; valid keys are {sorted(known)}")
+    kwargs: dict[str, Any] = {}
+    for k, v in data.items():
+        if k == "shape":
+            kwargs[k] = _fill(LlamaShape, v, f"{where}.shape")
+        elif k == "corpus":
+            kwargs[k] = _fill(CorpusConfig, v, "corpus")
+        elif k in ("teacher", "student"):
+            kwargs[k] = _fill(StageConfig, v, k)
+        else:
+            kwargs[k] = v
+    return cls(**kwargs)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Parse a recipe TOML file; raises ``RecipeError`` with a one-sentence fix on bad input."""
+    p = Path(path)
+    if not p.is_file():
+        raise RecipeError(f"recipe {str(path)!r} not found; pass --recipe with a file from recipes/")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"recipe {str(path)!r} is not valid TOML: {exc}") from exc
+    recipe = _fill(Recipe, data, "recipe")
+    assert isinstance(recipe, Recipe)
+    return recipe
+
+
+# ---------------------------------------------------------------------------------------------- losses
+
+def causal_lm_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), ids[:, 1:].reshape(-1))
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+def _lr(cfg: StageConfig, step: int, progress: float) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    # Cosine on progress (tokens or wall clock, whichever budget binds), so a time-capped run still anneals.
+    p = min(1.0, progress)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def _optimizer(model: torch.nn.Module, cfg: StageConfig) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    other = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": other, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+
+
+@torch.no_grad()
+def validation_loss(model: torch.nn.Module, blocks: torch.Tensor, bf16: bool, batch_size: int = 8) -> float:
+    model.eval()
+    total, n = 0.0, 0
+    for i in range(0, len(blocks), batch_size):
+        ids = blocks[i:i + batch_size]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(input_ids=ids).logits
+        total += causal_lm_loss(logits, ids).item() * len(ids)
+        n += len(ids)
+    model.train()
+    return total / max(1, n)
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # a crash mid-save never leaves a torn checkpoint
+
+
+def plot_curves(history: dict[str, list[dict[str, float]]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, style in (("train", "-"), ("val", "o-")):
+        pts = history.get(key, [])
+        if pts:
+            ax.plot([p["tokens"] / 1e6 for p in pts], [p["loss"] for p in pts], style, label=key, markersize=3)
+    ax.set_xlabel("tokens seen (M)")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if history.get("train") or history.get("val"):
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def train_stage(model: torch.nn.Module, cfg: StageConfig, train: PackedBlocks, val_blocks: torch.Tensor,
+                stage_dir: Path, resume: bool, teacher: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Train ``model`` (CE, or KD from ``teacher`` when given) until its budget is spent; return a summary."""
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = stage_dir / "ckpt.pt"
+    opt = _optimizer(model, cfg)
+    state = {"step": 0, "tokens": 0, "epoch": 0, "batch": 0, "elapsed": 0.0}
+    history: dict[str, list[dict[str, float]]] = {"train": [], "val": []}
+    if resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        state, history = ck["state"], ck["history"]
+        log.info("resumed %s at step %d (%d tokens)", stage_dir.name, state["step"], state["tokens"])
+    elif ckpt_path.exists():
+        log.warning("%s exists; starting over (pass --resume to continue it)", ckpt_path)
+    if teacher is not None:
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+
+    def progress() -> float:
+        p = state["tokens"] / cfg.max_tokens
+        if cfg.max_minutes > 0:
+            p = max(p, state["elapsed"] / (cfg.max_minutes * 60))
+        return p
+
+    def checkpoint() -> None:
+        _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
+                      "history": history}, ckpt_path)
+        (stage_dir / "loss.json").write_text(json.dumps(history))
+        plot_curves(history, stage_dir / "loss.png", f"{stage_dir.name}: {count_parameters(model) / 1e6:.1f}M params")
+
+    if not history["val"]:
+        # The untrained model's loss: the reference point that shows the loss going down.
+        history["val"].append({"step": 0, "tokens": 0, "loss": validation_loss(model, val_blocks, cfg.bf16)})
+    model.train()
+    t_session = time.monotonic()
+    elapsed0 = state["elapsed"]
+    last_ckpt = time.monotonic()
+    smooth: float | None = None
+    done = progress() >= 1.0
+    while not done:
+        for b, ids in train.batches(state["epoch"], state["batch"]):
+            lr = _lr(cfg, state["step"], progress())
+            for g in opt.param_groups:
+                g["lr"] = lr
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                logits = model(input_ids=ids).logits
+                ce = causal_lm_loss(logits, ids)
+                if teacher is not None:
+                    with torch.no_grad():
+                        t_logits = teacher(input_ids=ids).logits
+                    kd = forward_kl(logits[:, :-1], t_logits[:, :-1], temperature=cfg.kd_temperature)
+                    loss = cfg.kd_alpha * kd + (1 - cfg.kd_alpha) * ce
+                else:
+                    loss = ce
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            state["step"] += 1
+            state["tokens"] += ids.numel()
+            state["batch"] = b + 1
+            state["elapsed"] = elapsed0 + time.monotonic() - t_session
+            smooth = ce.item() if smooth is None else 0.9 * smooth + 0.1 * ce.item()
+            if state["step"] % cfg.log_every == 0:
+                history["train"].append({"step": state["step"], "tokens": state["tokens"], "loss": smooth, "lr": lr})
+                log.info("%s step %d tokens %.2fM ce %.3f loss %.3f lr %.2e %.0f tok/s", stage_dir.name,
+                         state["step"], state["tokens"] / 1e6, smooth, loss.item(), lr,
+                         state["tokens"] / max(1e-9, state["elapsed"]))
+            done = progress() >= 1.0
+            if state["step"] % cfg.eval_every == 0 or done:
+                vl = validation_loss(model, val_blocks, cfg.bf16)
+                history["val"].append({"step": state["step"], "tokens": state["tokens"], "loss": vl})
+                log.info("%s step %d val loss %.4f", stage_dir.name, state["step"], vl)
+            if done or time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
+                checkpoint()
+                last_ckpt = time.monotonic()
+            if done:
+                break
+        else:
+            state["epoch"] += 1
+            state["batch"] = 0
+    if not history["val"] or history["val"][-1]["step"] != state["step"]:
+        history["val"].append({"step": state["step"], "tokens": state["tokens"],
+                               "loss": validation_loss(model, val_blocks, cfg.bf16)})
+    checkpoint()
+    return {"parameters": count_parameters(model), "tokens_seen": state["tokens"], "steps": state["step"],
+            "epochs_completed": state["epoch"],
+            "train_minutes": state["elapsed"] / 60, "validation_loss": history["val"][-1]["loss"],
+            "tokens_per_second": state["tokens"] / max(1e-9, state["elapsed"])}
+
+
+# ---------------------------------------------------------------------------------------------- the recipe
+
+def prepare_data(recipe: Recipe, resume: bool) -> tuple[Any, list[str], list[str]]:
+    """Build the corpus manifest and the tokenizer (reused on resume); return (tokenizer, train, validation)."""
+    from transformers import AutoTokenizer
+
+    out = Path(recipe.out_dir)
+    tok_dir = out / "tokenizer"
+    entries, texts = collect_corpus(recipe.corpus)
+    train_texts = split_texts(entries, texts, "train")
+    val_texts = split_texts(entries, texts, "validation")
+    if resume and (tok_dir / "tokenizer.json").exists():
+        tok = AutoTokenizer.from_pretrained(str(tok_dir))
+    else:
+        sample = train_texts
+        if recipe.tokenizer_max_bytes:
+            sample, size = [], 0
+            for t in train_texts:
+                sample.append(t)
+                size += len(t)
+                if size >= recipe.tokenizer_max_bytes:
+                    break
+        tok = train_bpe_tokenizer(sample, vocab_size=recipe.vocab_size, out_dir=tok_dir)
+    count_tokens(entries, texts, tok)
+    write_manifest(entries, out / "corpus_manifest.json")
+    return tok, train_texts, val_texts
+
+
+def run_recipe(recipe: Recipe, resume: bool = False, stages: tuple[str, ...] = ("teacher", "student", "ship"),
+               ) -> dict[str, Any]:
+    """Run the recipe's stages; each writes under ``recipe.out_dir``. Returns the summary per stage."""
+    from transformers import AutoModelForCausalLM
+
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
+    out = Path(recipe.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok, train_texts, val_texts = prepare_data(recipe, resume)
+    summary_path = out / "summary.json"
+    summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+
+    def data_for(cfg: StageConfig) -> tuple[PackedBlocks, torch.Tensor]:
+        train = PackedBlocks(train_texts, tok, cfg.seq_len, cfg.batch_size, recipe.fim_rate, recipe.spm_rate,
+                             cfg.seed)
+        val = PackedBlocks(val_texts, tok, cfg.seq_len, cfg.batch_size, recipe.fim_rate, recipe.spm_rate,
+                           seed=12345).fixed_blocks(cfg.eval_blocks)
+        return train, val
+
+    for role in ("teacher", "student"):
+        if role not in stages:
+            continue
+        cfg: StageConfig = getattr(recipe, role)
+        model = build_llama(cfg.shape, vocab_size=len(tok), eos_token_id=tok.eos_token_id,
+                            pad_token_id=tok.pad_token_id, seed=cfg.seed)
+        teacher = None
+        if role == "student":
+            teacher = AutoModelForCausalLM.from_pretrained(str(out / "teacher" / "final"), dtype=torch.float32)
+        train, val = data_for(cfg)
+        log.info("%s: %.2fM params, %d train chunks", role, count_parameters(model) / 1e6, len(train.chunks))
+        result = train_stage(model, cfg, train, val, out / role, resume, teacher=teacher)
+        model.save_pretrained(str(out / role / "final"))
+        tok.save_pretrained(str(out / role / "final"))
+        summary[role] = result
+        summary_path.write_text(json.dumps(summary, indent=1))
+    if "ship" in stages:
+        from distill_code.model_card import ship_models
+
+        summary["ship"] = ship_models(recipe, summary, val_texts)
+        summary_path.write_text(json.dumps(summary, indent=1))
+    return summary
