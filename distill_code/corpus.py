@@ -37,7 +37,9 @@ class CorpusError(RuntimeError):
 class CorpusConfig:
     """Where the source comes from and how it is filtered and split."""
 
-    roots: list[str] = field(default_factory=list)  # empty: the running CPython's stdlib
+    # Empty: the running CPython's stdlib. "stdlib" and "pkg:NAME" (an installed package, e.g. "pkg:numpy")
+    # are resolved on this machine, so recipes carry no machine-specific paths.
+    roots: list[str] = field(default_factory=list)
     max_file_bytes: int = 200_000  # bigger files are almost always data tables
     min_file_bytes: int = 200
     validation_fraction: float = 0.03
@@ -55,6 +57,33 @@ class CorpusFile:
 
 def stdlib_root() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
+
+
+def resolve_root(spec: str) -> tuple[Path, dict[str, str]]:
+    """(directory, source record with name and license) for one ``roots`` entry."""
+    if spec == "stdlib":
+        return stdlib_root(), _stdlib_source()
+    if spec.startswith("pkg:"):
+        import importlib.metadata
+        import importlib.util
+
+        name = spec[4:]
+        found = importlib.util.find_spec(name)
+        if found is None or not found.submodule_search_locations:
+            raise CorpusError(f"package {name!r} is not installed in this environment; remove {spec!r} from 'roots'")
+        try:
+            meta: Any = importlib.metadata.metadata(name)
+            lic = meta.get("License-Expression") or meta.get("License") or "see package metadata"
+            version = meta.get("Version", "?")
+        except importlib.metadata.PackageNotFoundError:
+            lic, version = "see package metadata", "?"
+        return Path(list(found.submodule_search_locations)[0]), {"name": f"{name} {version}", "license": lic[:80]}
+    return Path(spec).expanduser(), {"name": spec, "license": "unknown: check before shipping"}
+
+
+def _stdlib_source() -> dict[str, str]:
+    v = sys.version_info
+    return {"name": f"CPython {v.major}.{v.minor}.{v.micro} standard library", "license": "PSF-2.0"}
 
 
 def _label(root: Path) -> str:
@@ -97,9 +126,13 @@ def _python_files(root: Path) -> list[Path]:
     return sorted(out)
 
 
+def corpus_sources(cfg: CorpusConfig) -> list[dict[str, str]]:
+    return [resolve_root(r)[1] for r in (cfg.roots or ["stdlib"])]
+
+
 def collect_corpus(cfg: CorpusConfig) -> tuple[list[CorpusFile], dict[str, str]]:
     """Collect, filter, deduplicate and split source files; return (entries, text by path)."""
-    roots = [Path(r).expanduser() for r in cfg.roots] or [stdlib_root()]
+    roots = [resolve_root(r)[0] for r in (cfg.roots or ["stdlib"])]
     entries: list[CorpusFile] = []
     texts: dict[str, str] = {}
     seen: set[str] = set()
@@ -160,9 +193,7 @@ def write_manifest(entries: Sequence[CorpusFile], path: str | Path, sources: Ite
         t["bytes"] += e.bytes
         t["tokens"] += e.tokens
     manifest = {
-        "sources": list(sources) or [{
-            "name": f"CPython {sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro} "
-                    "standard library", "license": "PSF-2.0"}],
+        "sources": list(sources) or [_stdlib_source()],
         "totals": totals,
         "corpus_sha256": hashlib.sha256("".join(e.sha256 for e in entries).encode()).hexdigest(),
         "files": [asdict(e) for e in entries],

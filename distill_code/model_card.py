@@ -185,7 +185,7 @@ def ship_model(role: str, src_dir: Path, dst_dir: Path, examples: Sequence[LineE
     from distill_code.modeling import build_llama
 
     tok = AutoTokenizer.from_pretrained(str(src_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(src_dir), dtype=torch.float32)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(src_dir), dtype=torch.float32)
     if dst_dir.exists():
         shutil.rmtree(dst_dir)
     dst_dir.mkdir(parents=True)

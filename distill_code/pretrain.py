@@ -20,7 +20,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from distill_code.corpus import CorpusConfig, collect_corpus, count_tokens, split_texts, write_manifest
+from distill_code.corpus import (
+    CorpusConfig,
+    collect_corpus,
+    corpus_sources,
+    count_tokens,
+    split_texts,
+    write_manifest,
+)
 from distill_code.losses import forward_kl
 from distill_code.modeling import LlamaShape, build_llama, count_parameters
 from distill_code.pretrain_data import PackedBlocks
@@ -68,6 +75,7 @@ class Recipe:
     fim_rate: float = 0.5
     spm_rate: float = 0.5
     threads: int = 0  # 0: leave torch's default
+    device: str = "cpu"  # "cpu", "cuda", or "auto" (cuda when available)
     eval_lines: int = 200
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     teacher: StageConfig = field(default_factory=StageConfig)
@@ -132,10 +140,11 @@ def _optimizer(model: torch.nn.Module, cfg: StageConfig) -> torch.optim.Optimize
 @torch.no_grad()
 def validation_loss(model: torch.nn.Module, blocks: torch.Tensor, bf16: bool, batch_size: int = 8) -> float:
     model.eval()
+    device = next(model.parameters()).device
     total, n = 0.0, 0
     for i in range(0, len(blocks), batch_size):
-        ids = blocks[i:i + batch_size]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        ids = blocks[i:i + batch_size].to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(input_ids=ids).logits
         total += causal_lm_loss(logits, ids).item() * len(ids)
         n += len(ids)
@@ -176,12 +185,14 @@ def train_stage(model: torch.nn.Module, cfg: StageConfig, train: PackedBlocks, v
     """Train ``model`` (CE, or KD from ``teacher`` when given) until its budget is spent; return a summary."""
     stage_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = stage_dir / "ckpt.pt"
+    device = next(model.parameters()).device
     opt = _optimizer(model, cfg)
-    state = {"step": 0, "tokens": 0, "epoch": 0, "batch": 0, "elapsed": 0.0}
+    state: dict[str, Any] = {"step": 0, "tokens": 0, "epoch": 0, "batch": 0, "elapsed": 0.0}
     history: dict[str, list[dict[str, float]]] = {"train": [], "val": []}
     if resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"])
+        model.to(device)
         opt.load_state_dict(ck["optimizer"])
         state, history = ck["state"], ck["history"]
         log.info("resumed %s at step %d (%d tokens)", stage_dir.name, state["step"], state["tokens"])
@@ -215,10 +226,11 @@ def train_stage(model: torch.nn.Module, cfg: StageConfig, train: PackedBlocks, v
     done = progress() >= 1.0
     while not done:
         for b, ids in train.batches(state["epoch"], state["batch"]):
+            ids = ids.to(device)
             lr = _lr(cfg, state["step"], progress())
             for g in opt.param_groups:
                 g["lr"] = lr
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 logits = model(input_ids=ids).logits
                 ce = causal_lm_loss(logits, ids)
                 if teacher is not None:
@@ -289,7 +301,7 @@ def prepare_data(recipe: Recipe, resume: bool) -> tuple[Any, list[str], list[str
                     break
         tok = train_bpe_tokenizer(sample, vocab_size=recipe.vocab_size, out_dir=tok_dir)
     count_tokens(entries, texts, tok)
-    write_manifest(entries, out / "corpus_manifest.json")
+    write_manifest(entries, out / "corpus_manifest.json", corpus_sources(recipe.corpus))
     return tok, train_texts, val_texts
 
 
@@ -300,6 +312,11 @@ def run_recipe(recipe: Recipe, resume: bool = False, stages: tuple[str, ...] = (
 
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
+    device = recipe.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RecipeError(f"recipe asks for device {device!r} but no CUDA GPU is visible; set device = \"cpu\"")
     out = Path(recipe.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok, train_texts, val_texts = prepare_data(recipe, resume)
@@ -317,11 +334,13 @@ def run_recipe(recipe: Recipe, resume: bool = False, stages: tuple[str, ...] = (
         if role not in stages:
             continue
         cfg: StageConfig = getattr(recipe, role)
-        model = build_llama(cfg.shape, vocab_size=len(tok), eos_token_id=tok.eos_token_id,
-                            pad_token_id=tok.pad_token_id, seed=cfg.seed)
-        teacher = None
+        model: Any = build_llama(cfg.shape, vocab_size=len(tok), eos_token_id=tok.eos_token_id,
+                                 pad_token_id=tok.pad_token_id, seed=cfg.seed)
+        model.to(device)
+        teacher: Any = None
         if role == "student":
             teacher = AutoModelForCausalLM.from_pretrained(str(out / "teacher" / "final"), dtype=torch.float32)
+            teacher.to(device)
         train, val = data_for(cfg)
         log.info("%s: %.2fM params, %d train chunks", role, count_parameters(model) / 1e6, len(train.chunks))
         result = train_stage(model, cfg, train, val, out / role, resume, teacher=teacher)

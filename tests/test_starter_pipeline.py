@@ -146,6 +146,10 @@ def test_bad_recipe_is_one_clear_error(tmp_path: Path) -> None:
     bad.write_text("[teacher]\nlearning_rate = 1e-3\n")
     with pytest.raises(RecipeError, match="learning_rate"):
         load_recipe(bad)
+    from distill_code.corpus import CorpusError
+
+    with pytest.raises(CorpusError, match="not installed"):
+        collect_corpus(CorpusConfig(roots=["pkg:no_such_package_for_protege"]))
     proc = subprocess.run([sys.executable, "-m", "server.cli", "pretrain", "--recipe", str(bad)],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 2
