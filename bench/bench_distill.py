@@ -8,7 +8,7 @@ learning rate:
 
 * ``student``: the shipped student as is;
 * ``ce``: fine-tuned with cross-entropy on the reference completions only;
-* ``logit``: distilled with sparse top-k logit KD (forward KL, + 0.1 CE);
+* ``logit``: distilled with sparse top-k logit KD (0.5 forward KL + 0.5 CE);
 * ``logit+hidden``: logit KD plus hidden-state MSE through learned projections.
 
 Reported per model: held-out exact match, edit similarity, identifier F1, NLL, top-1
@@ -171,7 +171,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--top-k", type=int, default=16)
-    p.add_argument("--alpha", type=float, default=0.9)
+    p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--max-len", type=int, default=256)
     p.add_argument("--max-middle", type=int, default=64)
     p.add_argument("--max-per-file", type=int, default=60)

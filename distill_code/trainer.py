@@ -164,11 +164,8 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
             raise ValueError("a teacher server provides sparse logit targets only; use method = \"logit\", "
                              "targets = \"sparse\"")
         remote = RemoteTeacher(teacher_server[0], teacher_server[1], tok, f"server:{teacher_server[1]}")
-        store = TargetStore(targets_cache or out / "targets.sqlite")
-        keys, stats = compute_targets(encoded, remote, tok, store, k=cfg.top_k, pad_id=pad_id, progress=progress)
-        sparse = {e.example_id: t for e, key in zip(encoded, keys, strict=True) if (t := store.get(key)) is not None}
-        store.close()
-        target_stats = {**asdict(stats), "bytes_per_token": stats.bytes_per_token}
+        sparse, target_stats = _sparse_targets(cfg, encoded, remote, tok, targets_cache or out / "targets.sqlite",
+                                               pad_id, progress)
     elif need_teacher:
         if not teacher_paths:
             raise ValueError(f"method {cfg.method!r} needs a teacher; set teacher.paths in the recipe")
@@ -183,15 +180,8 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
         teacher = LocalTeacher([m for m, _ in loaded], teacher_weights or [1.0] * len(loaded), alignment,
                                "+".join(model_revision(p) for p in teacher_paths))
         if cfg.targets == "sparse":
-            store = TargetStore(targets_cache or out / "targets.sqlite")
-            keys, stats = compute_targets(encoded, teacher, tok, store, k=cfg.top_k, pad_id=pad_id,
-                                          progress=progress)
-            for e, key in zip(encoded, keys, strict=True):
-                got = store.get(key)
-                assert got is not None
-                sparse[e.example_id] = got
-            store.close()
-            target_stats = {**asdict(stats), "bytes_per_token": stats.bytes_per_token}
+            sparse, target_stats = _sparse_targets(cfg, encoded, teacher, tok, targets_cache or out / "targets.sqlite",
+                                                   pad_id, progress)
 
     hidden_loss: L.HiddenStateLoss | None = None
     if cfg.method == "logit+hidden":
@@ -262,6 +252,22 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
         if ckpt.exists() and end_step == cfg.steps:  # complete: a later run in this dir must not resume it
             shutil.rmtree(ckpt)
     return TrainResult(model_dir, history, time.perf_counter() - t_start, target_stats, start_step)
+
+
+def _sparse_targets(cfg: TrainConfig, encoded: list[Encoded], teacher: LocalTeacher | RemoteTeacher, tok: Any,
+                    cache: str | Path, pad_id: int, progress: bool) -> tuple[dict[str, L.SparseTargets], dict[str, Any]]:
+    """Targets of the examples this run's batches will actually visit (batches are known in advance)."""
+    visited = sorted({i for s in range(cfg.steps) for i in _batch_indices(len(encoded), cfg.batch_size, cfg.seed, s)})
+    used = [encoded[i] for i in visited]
+    store = TargetStore(cache)
+    keys, stats = compute_targets(used, teacher, tok, store, k=cfg.top_k, pad_id=pad_id, progress=progress)
+    sparse: dict[str, L.SparseTargets] = {}
+    for e, key in zip(used, keys, strict=True):
+        got = store.get(key)
+        assert got is not None
+        sparse[e.example_id] = got
+    store.close()
+    return sparse, {**asdict(stats), "bytes_per_token": stats.bytes_per_token}
 
 
 def _save_checkpoint(acc: Accelerator, ckpt: Path, step: int, history: list[dict[str, float]]) -> None:
