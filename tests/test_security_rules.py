@@ -199,3 +199,14 @@ def test_advice_for_bandit_tests() -> None:
     blacklisted = advice_for("B403")  # no hand-written entry: Bandit's own registry names it
     assert blacklisted is not None and blacklisted.cwe == 502
     assert advice_for("B999") is None
+
+
+def test_index_chunks_and_teacher_outputs() -> None:
+    """An indented chunk (methods cut from a class) is screened as is; a truncated generation only with repair."""
+    chunk = "    def f(self, x):\n        os.system(x)\n\n    def g(self):\n        return eval(self.s)\n"
+    result = screen_text(chunk)
+    assert [(f.test_id, f.line, f.action) for f in result.findings] == [("B605", 1, "block"), ("B307", 4, "annotate")]
+    truncated = "import yaml\n\ndef load(path):\n    return yaml.load(open(path"
+    assert screen_text(truncated).verdict == "unscreened"
+    repaired = screen_text(truncated, repair=True)
+    assert [f.test_id for f in repaired.findings] == ["B506"] and repaired.scope == "scope"
