@@ -159,6 +159,7 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
     sparse: dict[str, L.SparseTargets] = {}
     target_stats: dict[str, Any] = {}
     need_teacher = cfg.method != "ce"
+    cross: dict[str, Any] | None = None
     if need_teacher and teacher_server is not None:
         if cfg.method != "logit" or cfg.targets != "sparse":
             raise ValueError("a teacher server provides sparse logit targets only; use method = \"logit\", "
@@ -172,8 +173,16 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
         loaded = [load_causal_lm(p) for p in teacher_paths]
         alignment = align_models(student, tok, loaded[0][0], loaded[0][1], cfg.cross_tokenizer)
         if not alignment.token_level:
-            raise ValueError("cross-tokenizer (ULD) training needs teacher-side encodings, which this trainer "
-                             "does not build yet; use a teacher with the student's tokenizer")
+            if cfg.method != "logit" or cfg.targets != "dense" or len(loaded) > 1:
+                raise ValueError("a teacher with another tokenizer (ULD) needs method = \"logit\", "
+                                 "targets = \"dense\" and a single teacher")
+            # The teacher reads each example through its own tokenizer and FIM template.
+            t_tok = loaded[0][1]
+            t_template = template_of(t_tok)
+            by_id = {x.id: x for x in examples}
+            cross = {"pad": int(t_tok.pad_token_id if t_tok.pad_token_id is not None else t_tok.eos_token_id),
+                     "enc": {e.example_id: encode_example(by_id[e.example_id], t_tok, t_template, budget)
+                             for e in encoded}}
         for m, t in loaded[1:]:
             if align_models(student, tok, m, t).mode != alignment.mode:
                 raise ValueError("all ensemble teachers must share one vocabulary")
@@ -223,7 +232,7 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
         batch_enc: list[Encoded] = [encoded[i] for i in _batch_indices(len(encoded), cfg.batch_size, cfg.seed, step)]
         b = {k: v.to(acc.device) for k, v in collate(batch_enc, pad_id).items()}
         with acc.accumulate(student):
-            parts = _step_losses(cfg, student, teacher, hidden_loss, b, batch_enc, sparse, pad_id)
+            parts = _step_losses(cfg, student, teacher, hidden_loss, b, batch_enc, sparse, pad_id, cross)
             acc.backward(parts["loss"])
             if acc.sync_gradients and cfg.max_grad_norm:
                 acc.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -280,7 +289,8 @@ def _save_checkpoint(acc: Accelerator, ckpt: Path, step: int, history: list[dict
 
 def _step_losses(cfg: TrainConfig, student: Any, teacher: LocalTeacher | None,
                  hidden_loss: Any, b: dict[str, torch.Tensor], batch_enc: list[Encoded],
-                 sparse: dict[str, L.SparseTargets], pad_id: int) -> dict[str, torch.Tensor]:
+                 sparse: dict[str, L.SparseTargets], pad_id: int,
+                 cross: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
     want_hidden = hidden_loss is not None
     out = student(input_ids=b["input_ids"], attention_mask=b["attention_mask"], output_hidden_states=want_hidden)
     mask = b["mask"]
@@ -294,7 +304,14 @@ def _step_losses(cfg: TrainConfig, student: Any, teacher: LocalTeacher | None,
         with torch.no_grad():
             t_out = teacher.models[0](input_ids=b["input_ids"], attention_mask=b["attention_mask"],
                                       output_hidden_states=want_hidden)
-    if cfg.targets == "sparse":
+    if cross is not None:
+        assert teacher is not None
+        tb = collate([cross["enc"][e.example_id] for e in batch_enc], cross["pad"])
+        with torch.no_grad():
+            t_logits = teacher.models[0](input_ids=tb["input_ids"].to(mask.device),
+                                         attention_mask=tb["attention_mask"].to(mask.device)).logits
+        kd = L.uld_loss(out.logits, t_logits, mask, tb["mask"].to(mask.device), cfg.temperature)
+    elif cfg.targets == "sparse":
         tg = [sparse[e.example_id] for e in batch_enc]
         targets = L.SparseTargets(torch.cat([t.ids for t in tg]).to(selected.device),
                                   torch.cat([t.logprobs for t in tg]).to(selected.device),

@@ -168,3 +168,20 @@ def test_int8_compression_report(student_dir: Path, data) -> None:
     assert set(rep) == {"fp32", "int8", "pruned25+int8"}
     # int8 barely moves a model's NLL; the report shows by how much.
     assert abs(rep["int8"]["nll"] - rep["fp32"]["nll"]) < 0.1 * rep["fp32"]["nll"]
+
+
+def test_cross_tokenizer_teacher_needs_uld_and_then_trains(student_dir: Path, data, tmp_path: Path) -> None:
+    from distill_code.vocab import VocabMismatchError
+
+    other = build_tiny_model_dir(tmp_path / "other-vocab", LlamaShape(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128),
+        vocab_size=700, seed=3)
+    with pytest.raises(VocabMismatchError, match="vocabularies differ"):
+        train(_cfg(targets="dense"), student_dir, data[0][:6], tmp_path / "x", teacher_paths=[str(other)],
+              budget=BUDGET, progress=False)
+    with pytest.raises(ValueError, match="ULD"):
+        train(_cfg(cross_tokenizer="uld"), student_dir, data[0][:6], tmp_path / "x", teacher_paths=[str(other)],
+              budget=BUDGET, progress=False)
+    res = train(_cfg(targets="dense", cross_tokenizer="uld", steps=6), student_dir, data[0][:6], tmp_path / "u",
+                teacher_paths=[str(other)], budget=BUDGET, progress=False)
+    assert res.history[-1]["kd"] < res.history[0]["kd"] and res.history[-1]["loss"] < res.history[0]["loss"]
