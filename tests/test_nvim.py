@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ class Nvim:
                  env: dict[str, str]) -> None:
         self.exe, self.address, self.proc, self.state_dir, self.env = exe, address, proc, state_dir, env
 
-    def _remote(self, flag: str, arg: str, timeout: float = 10) -> str:
+    def _remote(self, flag: str, arg: str, timeout: float = 60) -> str:
         out = subprocess.run([self.exe, "--headless", "--clean", "--server", self.address, flag, arg],
                              capture_output=True, text=True, timeout=timeout, env=self.env)
         if out.returncode != 0 or out.stderr.strip():
@@ -140,16 +140,25 @@ def start_nvim(tmp: Path, model_dir: Path, setup_lua: str) -> Nvim:
         time.sleep(0.05)
 
 
-def stop_nvim(nvim: Nvim) -> None:
+def stop_nvims(*sessions: Nvim) -> None:
+    """Stop the LSP clients (each server must exit through shutdown/exit), then quit Neovim."""
     try:
-        # Stop the LSP clients first so the server exits through shutdown/exit, then quit.
-        nvim.lua("vim.lsp.stop_client(vim.lsp.get_clients()); return true")
-        nvim.wait_for("return #vim.lsp.get_clients() == 0", "LSP clients to stop", timeout=10)
-        nvim.keys("<Esc>:qa!<CR>")
-        nvim.proc.wait(timeout=10)
-    except Exception:
-        nvim.proc.kill()
-        nvim.proc.wait(timeout=10)
+        for nvim in sessions:  # ask all first: the servers shut down in parallel
+            nvim.lua("vim.lsp.stop_client(vim.lsp.get_clients()); return true")
+        for nvim in sessions:
+            nvim.wait_for("return #vim.lsp.get_clients() == 0", "the server to exit after shutdown/exit",
+                          timeout=60)
+    finally:
+        for nvim in sessions:
+            try:
+                nvim.keys("<Esc>:qa!<CR>")
+            except RuntimeError:
+                pass  # Neovim quit while answering: the expected end of the channel
+            try:
+                nvim.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                nvim.proc.kill()
+                nvim.proc.wait(timeout=10)
 
 
 def make_workspace(tmp: Path) -> Path:
@@ -160,29 +169,46 @@ def make_workspace(tmp: Path) -> Path:
     return ws
 
 
+ATTACHED = "return #vim.lsp.get_clients({ bufnr = 0, name = 'protege' }) > 0"
+
+
 @pytest.fixture(scope="module")
-def nvim(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Nvim]:
-    tmp = tmp_path_factory.mktemp("nvim")
-    ws = make_workspace(tmp)
-    setup = """
+def sessions(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[dict[str, Nvim]]:
+    """Two Neovims, started together so their servers load in parallel: one starts the server with
+    vim.lsp.enable (Neovim >= 0.11), the other with vim.lsp.start (what older versions get)."""
+    setups = {
+        "enable": """
 require('protege').setup({
   cmd = SERVER_CMD,
   init_options = { debounceMs = 0, maxNewTokens = 12, maxNewTokensLine = 12 },
   inline = { debounce_ms = 20 },
 })
-"""
-    session = start_nvim(tmp, tiny_model_dir, setup)
-    session.cmd(f"edit {ws / 'pkg' / 'mathutil.py'}")
-    session.wait_for("return #vim.lsp.get_clients({ bufnr = 0, name = 'protege' }) > 0",
-                     "the protege client to attach", timeout=60)
-    yield session
-    stop_nvim(session)
+""",
+        "start": "require('protege').setup({ cmd = SERVER_CMD, lsp_start = 'start' })",
+    }
+    started: dict[str, Nvim] = {}
+    try:
+        for name, setup in setups.items():
+            tmp = tmp_path_factory.mktemp(f"nvim-{name}")
+            ws = make_workspace(tmp)
+            started[name] = start_nvim(tmp, tiny_model_dir, setup)
+            started[name].cmd(f"edit {ws / 'pkg' / 'mathutil.py'}")
+        for session in started.values():
+            session.wait_for(ATTACHED, "the protege client to attach", timeout=300)
+        yield started
+    finally:
+        stop_nvims(*started.values())
+
+
+@pytest.fixture
+def nvim(sessions: dict[str, Nvim]) -> Nvim:
+    return sessions["enable"]
 
 
 def wait_model_ready(nvim: Nvim) -> None:
     nvim.wait_for("local r = require('protege').client(0):request_sync('workspace/executeCommand',"
                   " { command = 'protege.status', arguments = {} }, 5000);"
-                  " return r and r.result and r.result.model.state == 'ready'", "the model to load", timeout=120)
+                  " return r and r.result and r.result.model.state == 'ready'", "the model to load", timeout=300)
 
 
 def test_lsp_config_is_found_on_runtimepath(nvim: Nvim) -> None:
@@ -206,7 +232,7 @@ def test_ghost_text_appears_and_tab_accepts_it(nvim: Nvim) -> None:
         nvim.keys(typed)
         try:
             suggestion = nvim.wait_for("return require('protege.inline').current(0)",
-                                       f"a suggestion after typing {typed!r}", timeout=20)
+                                       f"a suggestion after typing {typed!r}", timeout=30)
             break
         except AssertionError:
             continue  # a random tiny model may have nothing to say here; type on
@@ -265,20 +291,68 @@ def test_checkhealth_reports_the_running_server(nvim: Nvim) -> None:
     assert "ERROR" not in text
 
 
-def test_vim_lsp_start_path_for_older_neovim(tmp_path: Path, tiny_model_dir: Path) -> None:
+def last_or_error(key: str) -> str:
+    """Lua: the command's last reply, or the plugin's last error (so a failure ends the wait at once)."""
+    return (f"local r = require('protege.commands').last.{key};"
+            f" return r or (require('protege').last_error and {{ error = require('protege').last_error }})")
+
+
+def test_explain_range_shows_the_servers_markdown(nvim: Nvim) -> None:
+    nvim.keys("<Esc>")
+    nvim.lua("require('protege.commands').last.explain = nil; require('protege').last_error = nil; return true")
+    nvim.cmd("1,3ProtegeExplain")
+    reply = nvim.wait_for(last_or_error("explain"), "the explanation", timeout=120)
+    assert "error" not in reply, reply
+    markdown = reply["markdown"]
+    assert "add" in markdown
+    assert nvim.buffer_text("protege://explanation") == markdown
+    assert nvim.lua("return vim.fn.bufwinid('protege://explanation') ~= -1"), "explanation window not shown"
+    # Focus stays in the code.
+    assert nvim.lua("return vim.api.nvim_buf_get_name(0)").endswith("mathutil.py")
+
+
+def test_explain_code_action_is_shown_by_the_plugin(nvim: Nvim) -> None:
+    """The server's "Explain this code" action runs protege.explain; the plugin's handler shows it."""
+    nvim.keys("<Esc>")
+    nvim.lua("require('protege.commands').last.explain = nil; require('protege').last_error = nil; return true")
+    nvim.lua("vim.api.nvim_win_set_cursor(0, { 7, 4 });"
+             " vim.lsp.buf.code_action({ apply = true,"
+             "   filter = function(a) return a.title == 'Explain this code' end });"
+             " return true")
+    reply = nvim.wait_for(last_or_error("explain"), "the explanation from the code action", timeout=120)
+    assert "error" not in reply, reply
+    assert "scale" in reply["markdown"]
+    assert nvim.buffer_text("protege://explanation") == reply["markdown"]
+
+
+def test_index_then_search_fills_the_quickfix_list(nvim: Nvim) -> None:
+    nvim.keys("<Esc>")
+    nvim.lua("require('protege').last_error = nil; return true")
+    nvim.cmd("ProtegeIndex")
+    done = nvim.wait_for(last_or_error("index"), "indexing to finish", timeout=120)
+    assert "error" not in done, done
+    nvim.cmd("ProtegeSearch multiply every value by factor")
+    items = nvim.wait_for(
+        "local s = require('protege.commands').last.search; if s and #s > 0 then return s end;"
+        " local e = require('protege').last_error; return e and { { error = e } }",
+        "search results", timeout=60)
+    assert "error" not in items[0], items[0]
+    # A hit in our file whose chunk names `scale` and starts at or above its definition (line 6).
+    assert any(item["filename"].endswith("pkg/mathutil.py") and "scale" in item["text"] and item["lnum"] <= 6
+               for item in items), items
+    qf = nvim.lua("return vim.tbl_map(function(i) return { vim.api.nvim_buf_get_name(i.bufnr), i.lnum } end,"
+                  " vim.fn.getqflist())")
+    assert [[Path(name).name, lnum] for name, lnum in qf] == [[Path(i["filename"]).name, i["lnum"]] for i in items]
+    nvim.cmd("cclose")
+
+
+def test_vim_lsp_start_path_for_older_neovim(sessions: dict[str, Nvim], tiny_model_dir: Path) -> None:
     """lsp_start = 'start' is what Neovim < 0.11 gets: vim.lsp.start from a FileType autocmd."""
-    ws = make_workspace(tmp_path)
-    session = start_nvim(tmp_path, tiny_model_dir,
-                         "require('protege').setup({ cmd = SERVER_CMD, lsp_start = 'start' })")
-    try:
-        session.cmd(f"edit {ws / 'pkg' / 'mathutil.py'}")
-        session.wait_for("return #vim.lsp.get_clients({ bufnr = 0, name = 'protege' }) > 0",
-                         "the protege client to attach", timeout=60)
-        assert session.lua("return vim.lsp.is_enabled('protege')") is False
-        assert Path(session.lua("return require('protege').client(0).root_dir")) == ws
-        assert session.lua("return require('protege.inline').mode(0)") in ("extmark", "native")
-        session.cmd("ProtegeStatus")
-        status = session.wait_for("return require('protege.commands').last.status", "the status reply")
-        assert status["model"]["path"] == str(tiny_model_dir)
-    finally:
-        stop_nvim(session)
+    session = sessions["start"]
+    assert session.lua("return vim.lsp.is_enabled('protege')") is False
+    root = Path(session.lua("return require('protege').client(0).root_dir"))
+    assert root.name == "ws" and (root / ".git").is_dir()
+    assert session.lua("return require('protege.inline').mode(0)") in ("extmark", "native")
+    session.cmd("ProtegeStatus")
+    status = session.wait_for("return require('protege.commands').last.status", "the status reply")
+    assert status["model"]["path"] == str(tiny_model_dir)

@@ -23,6 +23,7 @@ import {
   parseAddress,
   SECTION,
   SERVER_COMMANDS,
+  searchArguments,
   searchHits,
   searchPick,
   statusSummary,
@@ -263,7 +264,7 @@ async function search(): Promise<void> {
     if (!query) {
       return;
     }
-    const hits = searchHits(await runServerCommand(SERVER_COMMANDS.search, [query]));
+    const hits = searchHits(await runServerCommand(SERVER_COMMANDS.search, searchArguments(query)));
     if (hits.length === 0) {
       void vscode.window.showInformationMessage(`Protege found nothing for "${query}".`);
       return;
@@ -276,11 +277,12 @@ async function search(): Promise<void> {
       return;
     }
     const root = vscode.workspace.workspaceFolders?.[0]?.uri;
-    const uri = /^[a-z][a-z0-9+.-]*:/i.test(picked.hit.path) && !/^[a-z]:[\\/]/i.test(picked.hit.path)
-      ? vscode.Uri.parse(picked.hit.path)
-      : root && !picked.hit.path.startsWith("/")
-        ? vscode.Uri.joinPath(root, picked.hit.path)
-        : vscode.Uri.file(picked.hit.path);
+    const { uri: hitUri, path } = picked.hit;
+    const uri = hitUri
+      ? vscode.Uri.parse(hitUri)
+      : root && !path.startsWith("/")
+        ? vscode.Uri.joinPath(root, path)
+        : vscode.Uri.file(path);
     const position = new vscode.Position(picked.hit.line, 0);
     await vscode.window.showTextDocument(uri, { selection: new vscode.Range(position, position) });
   });

@@ -152,11 +152,19 @@ export function explanationMarkdown(reply: unknown): string {
 }
 
 export interface SearchHit {
+  /** Workspace-relative path. */
   path: string;
+  /** The file's URI when the server sends one (it does); preferred over `path`. */
+  uri?: string;
   /** Zero-based line, as in LSP positions. */
   line: number;
   symbol: string;
   score: number;
+}
+
+/** Arguments of `protege.search`: one object with the query and how many hits to return. */
+export function searchArguments(query: string, k = 20): [{ query: string; k: number }] {
+  return [{ query, k }];
 }
 
 /** Keep the well-formed hits of a `protege.search` reply, best first. */
@@ -169,15 +177,19 @@ export function searchHits(reply: unknown): SearchHit[] {
   const hits: SearchHit[] = [];
   for (const raw of list) {
     const r = raw as Partial<Record<keyof SearchHit | "startLine" | "start_line", unknown>> | null;
-    // `line` is the contract; index hits name the same 0-based line `startLine`/`start_line`.
-    const line = r?.line ?? r?.startLine ?? r?.start_line;
+    // The server sends index hits with a 0-based `start_line`; `line` and `startLine` are accepted too.
+    const line = r?.start_line ?? r?.startLine ?? r?.line;
     if (r && typeof r.path === "string" && typeof line === "number") {
-      hits.push({
+      const hit: SearchHit = {
         path: r.path,
         line: Math.max(0, Math.floor(line)),
         symbol: typeof r.symbol === "string" ? r.symbol : "",
         score: typeof r.score === "number" ? r.score : 0,
-      });
+      };
+      if (typeof r.uri === "string") {
+        hit.uri = r.uri;
+      }
+      hits.push(hit);
     }
   }
   return hits.sort((a, b) => b.score - a.score);

@@ -186,7 +186,7 @@ function M.search(query)
   end
   local client = protege.client(0)
   local root = client and client.root_dir or vim.fn.getcwd()
-  protege.execute('protege.search', { query }, function(err, reply)
+  protege.execute('protege.search', { { query = query, k = 20 } }, function(err, reply)
     if err then
       protege.notify_error('search', err)
       return
@@ -196,16 +196,18 @@ function M.search(query)
     for _, hit in ipairs(hits) do
       if type(hit) == 'table' and type(hit.path) == 'string' then
         local path = hit.path
-        if path:match('^file://') then
-          path = vim.uri_to_fname(path)
+        if type(hit.uri) == 'string' then
+          path = vim.uri_to_fname(hit.uri)
         elseif not path:match('^/') then
           path = vim.fs.joinpath(root, path)
         end
+        -- 0-based lines, as in LSP: the server sends start_line; line/startLine are accepted too.
+        local line = tonumber(hit.start_line) or tonumber(hit.startLine) or tonumber(hit.line) or 0
         items[#items + 1] = {
           filename = path,
-          -- 0-based, as in LSP; index hits call the same line start_line.
-          lnum = (tonumber(hit.line) or tonumber(hit.startLine) or tonumber(hit.start_line) or 0) + 1,
-          text = ('%s  (score %.3f)'):format(hit.symbol ~= vim.NIL and hit.symbol or '', tonumber(hit.score) or 0),
+          lnum = line + 1,
+          text = ('%s  (score %.3f)'):format(type(hit.symbol) == 'string' and hit.symbol or '',
+            tonumber(hit.score) or 0),
         }
       end
     end

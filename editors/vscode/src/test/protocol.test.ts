@@ -7,6 +7,7 @@ import {
   explanationMarkdown,
   jsonToMarkdown,
   parseAddress,
+  searchArguments,
   searchHits,
   searchPick,
   statusSummary,
@@ -112,4 +113,19 @@ test("searchPick shows one-based lines, as editors do", () => {
     description: "a.py:1  score 0.500",
   });
   assert.equal(searchPick({ path: "a.py", line: 9, symbol: "", score: 1 }).label, "a.py:10");
+});
+
+test("searchHits reads the server's index hits (start_line, uri)", () => {
+  const reply = [
+    { path: "pkg/m.py", start_line: 5, end_line: 7, symbol: "scale", kind: "function", language: "python",
+      text: "def scale(...)", score: 0.03, uri: "file:///ws/pkg/m.py" },
+  ];
+  assert.deepEqual(searchHits(reply), [
+    { path: "pkg/m.py", line: 5, symbol: "scale", score: 0.03, uri: "file:///ws/pkg/m.py" },
+  ]);
+});
+
+test("searchArguments sends one object with the query and a hit count", () => {
+  assert.deepEqual(searchArguments("parse config"), [{ query: "parse config", k: 20 }]);
+  assert.deepEqual(searchArguments("x", 5), [{ query: "x", k: 5 }]);
 });
