@@ -60,7 +60,8 @@ def encode_prompt(ex: Example, tokenizer: Any, template: FimTemplate, budget: Bu
     tok = tokenizer
     room = budget.max_len - reserve - 3
     ctx_ids = tok(ex.context, add_special_tokens=False)["input_ids"] if ex.context else []
-    ctx_ids = ctx_ids[-int(room * budget.context_share):] if ctx_ids and room > 0 else []
+    n_ctx = int(room * budget.context_share) if room > 0 else 0
+    ctx_ids = ctx_ids[-n_ctx:] if ctx_ids and n_ctx > 0 else []
     room -= len(ctx_ids)
     suf = tok(ex.suffix, add_special_tokens=False)["input_ids"][: max(0, int(room * budget.suffix_share))]
     room -= len(suf)

@@ -170,7 +170,11 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
     elif need_teacher:
         if not teacher_paths:
             raise ValueError(f"method {cfg.method!r} needs a teacher; set teacher.paths in the recipe")
-        loaded = [load_causal_lm(p) for p in teacher_paths]
+        # Teachers only run forward: half precision on accelerators halves their memory.
+        t_dtype = "bfloat16" if cfg.mixed_precision == "bf16" and acc.device.type != "cpu" else "float32"
+        loaded = [load_causal_lm(p, dtype=t_dtype) for p in teacher_paths]
+        for m, _ in loaded:
+            m.to(acc.device)
         alignment = align_models(student, tok, loaded[0][0], loaded[0][1], cfg.cross_tokenizer)
         if not alignment.token_level:
             if cfg.method != "logit" or cfg.targets != "dense" or len(loaded) > 1:
@@ -187,7 +191,7 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
             if align_models(student, tok, m, t).mode != alignment.mode:
                 raise ValueError("all ensemble teachers must share one vocabulary")
         teacher = LocalTeacher([m for m, _ in loaded], teacher_weights or [1.0] * len(loaded), alignment,
-                               "+".join(model_revision(p) for p in teacher_paths))
+                               "+".join(model_revision(p) for p in teacher_paths), device=str(acc.device))
         if cfg.targets == "sparse":
             sparse, target_stats = _sparse_targets(cfg, encoded, teacher, tok, targets_cache or out / "targets.sqlite",
                                                    pad_id, progress)
