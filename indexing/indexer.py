@@ -140,6 +140,8 @@ class Updater:
             if batch_chunks >= self.config.batch_chunks:
                 done = self._commit(batch, stats, done, total, progress)
                 batch, batch_chunks = [], 0
+        if cancel is not None and cancel.is_set():
+            stats.cancelled = True
         if batch and not stats.cancelled:
             done = self._commit(batch, stats, done, total, progress)
         if touched:
