@@ -311,6 +311,17 @@ def test_explain_range_shows_the_servers_markdown(nvim: Nvim) -> None:
     assert nvim.lua("return vim.api.nvim_buf_get_name(0)").endswith("mathutil.py")
 
 
+def test_explain_without_range_explains_the_code_at_the_cursor(nvim: Nvim) -> None:
+    nvim.keys("<Esc>")
+    nvim.lua("require('protege.commands').last.explain = nil; require('protege').last_error = nil;"
+             " vim.api.nvim_win_set_cursor(0, { 8, 4 }); return true")
+    nvim.cmd("ProtegeExplain")
+    reply = nvim.wait_for(last_or_error("explain"), "the explanation at the cursor", timeout=120)
+    assert "error" not in reply, reply
+    assert "scale" in reply["markdown"]
+    assert nvim.buffer_text("protege://explanation") == reply["markdown"]
+
+
 def test_explain_code_action_is_shown_by_the_plugin(nvim: Nvim) -> None:
     """The server's "Explain this code" action runs protege.explain; the plugin's handler shows it."""
     nvim.keys("<Esc>")
