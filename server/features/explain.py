@@ -131,7 +131,7 @@ async def wait_for_model(ls: ProtegeServer, cancel: threading.Event) -> None:
         await asyncio.sleep(0.05)
 
 
-def _cancel_with_request(ls: ProtegeServer, cancel: threading.Event) -> None:
+def _cancel_with_request(ls: ProtegeServer, cancel: threading.Event) -> Any:
     """Set ``cancel`` when the client cancels this ``workspace/executeCommand``.
 
     pygls runs a command's coroutine as a separate task and cancels only the request's own future on
@@ -142,8 +142,9 @@ def _cancel_with_request(ls: ProtegeServer, cancel: threading.Event) -> None:
     fut = futures.get(msg_id) if isinstance(futures, dict) and msg_id is not None else None
     if fut is None:
         log.debug("no request future for %s: explanation cancellation by $/cancelRequest unavailable", msg_id)
-        return
+        return None
     fut.add_done_callback(lambda f: cancel.set() if f.cancelled() else None)
+    return fut
 
 
 class _Progress:
@@ -193,7 +194,7 @@ def _position_args(uri: str, line: int, character: int = 0) -> list[dict[str, An
 
 
 def _add_code_actions(ls: ProtegeServer,
-                      provider: Callable[[types.CodeActionParams], list[types.CodeAction]]) -> None:
+                      provider: Callable[[types.CodeActionParams], list[types.CodeAction | types.Command]]) -> None:
     """Serve ``provider``'s actions on ``textDocument/codeAction`` beside any handler registered before.
 
     LSP allows one handler per method and other features (security quick fixes) offer code actions
@@ -203,7 +204,7 @@ def _add_code_actions(ls: ProtegeServer,
     earlier = features.get(types.TEXT_DOCUMENT_CODE_ACTION)
     if earlier is None:
         @ls.feature(types.TEXT_DOCUMENT_CODE_ACTION)
-        def code_action(params: types.CodeActionParams) -> list[types.CodeAction] | None:
+        def code_action(params: types.CodeActionParams) -> list[types.CodeAction | types.Command] | None:
             """``textDocument/codeAction``: "Explain this code" for the selection or the definition at the cursor."""
             return provider(params) or None
         return
@@ -228,7 +229,7 @@ def register(ls: ProtegeServer) -> None:
         """``protege.explain``: Markdown explanation with grounded facts and a generated summary."""
         ls.counters["explainRequests"] += 1
         cancel = threading.Event()
-        _cancel_with_request(ls, cancel)
+        request = _cancel_with_request(ls, cancel)
         uri, (sl, sc, el, ec), max_tokens = parse_arguments(args)
         text, language_id = document_text(ls, uri)
         progress = _Progress(ls, cancel)
@@ -249,6 +250,8 @@ def register(ls: ProtegeServer) -> None:
         except ExplainCancelled as exc:
             outcome = "cancelled"
             ls.counters["explainCancelled"] += 1
+            if request is not None and request.cancelled():
+                return {"markdown": "", "cancelled": True}  # pygls already answered with RequestCancelled
             raise JsonRpcRequestCancelled("the explanation was cancelled") from exc
         except asyncio.CancelledError:
             outcome = "cancelled"
@@ -261,7 +264,7 @@ def register(ls: ProtegeServer) -> None:
         finally:
             progress.end(outcome)
 
-    def explain_actions(params: types.CodeActionParams) -> list[types.CodeAction]:
+    def explain_actions(params: types.CodeActionParams) -> list[types.CodeAction | types.Command]:
         uri = params.text_document.uri
         if uri not in ls.workspace.text_documents:
             return []
@@ -271,8 +274,9 @@ def register(ls: ProtegeServer) -> None:
         r = params.range
         arg = {"uri": uri, "range": {"start": {"line": r.start.line, "character": r.start.character},
                                      "end": {"line": r.end.line, "character": r.end.character}}}
-        title = "Explain this code"
-        return [types.CodeAction(title=title, command=types.Command(title=title, command=COMMAND, arguments=[arg]))]
+        # A bare Command rather than a CodeAction wrapping one: every client accepts it, and some client
+        # libraries (lsprotocol's converter) mistake a CodeAction that carries a command for a Command.
+        return [types.Command(title="Explain this code", command=COMMAND, arguments=[arg])]
 
     _add_code_actions(ls, explain_actions)
 
