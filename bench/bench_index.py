@@ -39,7 +39,7 @@ from indexing.chunker import ChunkLimits, chunk_file  # noqa: E402
 from indexing.languages import language_for  # noqa: E402
 from indexing.walk import read_text_checked, walk_workspace  # noqa: E402
 
-ONLY_PY = ["*", "!*/", "!*.py", "site-packages/", "__pycache__/"]
+SKIP = ["site-packages/", "__pycache__/"]
 PEER_SCRIPT = r"""
 import json, sys, time
 from llama_index.core.node_parser import CodeSplitter
@@ -162,12 +162,13 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     tmp = Path(tempfile.mkdtemp(prefix="protege-bench-index-"))
     src = Path(args.root)
-    all_rels = sorted(e.rel for e in walk_workspace(src, ONLY_PY))
+    all_rels = sorted(e.rel for e in walk_workspace(src, SKIP) if e.rel.endswith(".py"))
     rels = sample(all_rels, args.limit)
     ws = tmp / "stdlib"
     copy_tree(src, ws, rels)
     size_mb = sum((ws / r).stat().st_size for r in rels) / 1e6
-    cfg = IndexConfig(cache_dir=str(tmp / "cache"), extra_ignore=ONLY_PY, use_security_screen=True)
+    # The workspaces hold only the copied .py files, so the default walk applies unchanged.
+    cfg = IndexConfig(cache_dir=str(tmp / "cache"), use_security_screen=True)
     result: dict = {"workspace": f"CPython {sys.version.split()[0]} stdlib (.py only)",
                     "stdlib_files": len(all_rels), "indexed_files": len(rels),
                     "indexed_sample": "all" if len(rels) == len(all_rels) else f"every {len(all_rels) / len(rels):.1f}th file",
@@ -179,13 +180,21 @@ def main() -> int:
     full_ws = tmp / "stdlib-all"
     copy_tree(src, full_ws, all_rels)
     result["chunking_full_stdlib"] = bench_chunking(full_ws, all_rels, cfg)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
     print("chunking", result["chunking_full_stdlib"], file=sys.stderr)
+    save()
     peer = bench_peer(full_ws, all_rels)
     result["peer_llamaindex_codesplitter"] = peer or "not installed (/tmp/peer-venv); absolute figures only"
     if isinstance(peer, dict) and "files_per_s" in peer:
         result["chunking_full_stdlib"]["ratio_vs_llamaindex_files_per_s"] = round(
             result["chunking_full_stdlib"]["files_per_s"] / peer["files_per_s"], 2)
     print("peer", peer, file=sys.stderr)
+    save()
 
     index = RepoIndex.open(ws, cfg)
     t = time.perf_counter()
@@ -204,6 +213,7 @@ def main() -> int:
                             "skipped": full.files_skipped, "secrets_masked": full.secrets_redacted,
                             "embedding": "MiniLM-L6 fp32, 128 tokens, in-house encoder"}
     print("full", result["full_index"], file=sys.stderr)
+    save()
 
     t = time.perf_counter()
     again = index.update()
@@ -226,11 +236,13 @@ def main() -> int:
                                  "ms_max_update_paths": round(max(one_ms), 1),
                                  "ms_median_whole_workspace_rescan": round(statistics.median(one_ws_ms), 1)}
     print("one-file", result["one_file_update"], file=sys.stderr)
+    save()
 
     index.warm_up()
     sites = call_sites(index, args.sites)
     result["retrieval"] = quality(index, ws, sites)
     print("retrieval", result["retrieval"], file=sys.stderr)
+    save()
 
     t = time.perf_counter()
     map_text = index.repo_map(1024)
@@ -244,9 +256,7 @@ def main() -> int:
     result["load_average_at_end"] = os.getloadavg()
     index.close()
     shutil.rmtree(tmp, ignore_errors=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    save()
     print(json.dumps(result, indent=2))
     return 0
 

@@ -139,7 +139,8 @@ class RepoIndex:
     # ------------------------------------------------------------------ reads
     def search(self, query: str, k: int = 10) -> list[SearchHit]:
         """Hybrid search: BM25 over code terms, vectors, and symbol definitions, fused by reciprocal rank."""
-        return self._retriever.search(query, k, use_vectors=self.catalog.counts()["chunks"] > 0)
+        has_chunks = self.catalog.db.execute("SELECT 1 FROM chunks LIMIT 1").fetchone() is not None
+        return self._retriever.search(query, k, use_vectors=has_chunks)
 
     def completion_context(self, path: str, text: str, line: int, character: int,
                            max_chars: int = 2000) -> list[ContextSnippet]:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+AMBIGUOUS = 5  # a name with more definitions than this is not looked up for completion context
 RRF_K = 60  # the usual constant: damps the head of each list so one retriever cannot dominate
 CANDIDATES = 50
 
@@ -105,7 +106,12 @@ class Retriever:
         # 1. definitions of identifiers used near the cursor, nearest use first
         names = _by_distance(lines, line, identifiers(near))
         for rank, name in enumerate(names[:16]):
-            for def_path, def_line, _, _ in self.catalog.tags_for(name, "def", 3):
+            defs = self.catalog.tags_for(name, "def", AMBIGUOUS + 1)
+            if len(defs) > AMBIGUOUS:
+                continue  # `get`, `append`, `run`: defined everywhere, so the name alone says nothing
+            # Nearest in the tree first: the same file, then the same package, ...
+            defs.sort(key=lambda d: (-_shared_prefix(d[0], path), d[0], d[1]))
+            for def_path, def_line, _, _ in defs[:2]:
                 if def_path == path and abs(def_line - line) <= 40:
                     continue
                 row = self.catalog.chunk_at(def_path, def_line)
@@ -140,6 +146,15 @@ class Retriever:
 def _hit(row: ChunkRow, score: float) -> SearchHit:
     return SearchHit(row.path, row.start_line, row.end_line, row.symbol, row.kind, row.language, row.text,
                      round(score, 6))
+
+
+def _shared_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a.split("/"), b.split("/"), strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _by_distance(lines: list[str], line: int, names: list[str]) -> list[str]:

@@ -27,6 +27,7 @@ FEATURE_MODULES = (
     "server.features.commands",
     "server.features.documents",
     "server.features.explain",
+    "server.features.index_commands",
 )
 
 VERSION = "0.1.0"
