@@ -308,6 +308,14 @@ def prepare_data(recipe: Recipe, resume: bool) -> tuple[Any, list[str], list[str
 def run_recipe(recipe: Recipe, resume: bool = False, stages: tuple[str, ...] = ("teacher", "student", "ship"),
                ) -> dict[str, Any]:
     """Run the recipe's stages; each writes under ``recipe.out_dir``. Returns the summary per stage."""
+    threads = torch.get_num_threads()
+    try:
+        return _run_stages(recipe, resume, stages)
+    finally:
+        torch.set_num_threads(threads)  # the recipe's thread count is not left behind in the caller
+
+
+def _run_stages(recipe: Recipe, resume: bool, stages: tuple[str, ...]) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM
 
     if recipe.threads:
