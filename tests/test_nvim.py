@@ -79,17 +79,28 @@ class Nvim:
     def cmd(self, command: str) -> None:
         self.lua(f"vim.cmd({json.dumps(command)})")
 
-    def wait_for(self, code: str, what: str, timeout: float = 60) -> Any:
-        """Poll the Lua expression-statement ``code`` until it returns a truthy value."""
+    def wait_for(self, code: str, what: str, timeout: float = 60, in_nvim: bool = True) -> Any:
+        """Poll the Lua statements ``code`` until they return a truthy value.
+
+        With ``in_nvim`` the polling runs inside Neovim (``vim.wait``, every 20 ms) in slices of at most
+        half a second, so that one short-lived RPC client is spawned per slice rather than per poll,
+        and between slices Neovim's main loop handles typed keys. Code that itself waits (e.g.
+        ``request_sync``) must use ``in_nvim=False``.
+        """
+        assert "]==]" not in code
+        sliced = (f"local f = assert(loadstring([==[{code}]==])); local v;"
+                  " vim.wait(500, function() v = f(); return v ~= nil and v ~= false and v ~= vim.NIL end, 20);"
+                  " return v")
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
-            last = self.lua(code)
+            last = self.lua(sliced if in_nvim else code)
             if last:
                 return last
             if self.proc.poll() is not None:
                 break
-            time.sleep(0.05)
+            if not in_nvim:
+                time.sleep(0.2)
         raise AssertionError(f"timed out waiting for {what}; last value {last!r}\n{self.diagnostics()}")
 
     def diagnostics(self) -> str:
@@ -208,7 +219,8 @@ def nvim(sessions: dict[str, Nvim]) -> Nvim:
 def wait_model_ready(nvim: Nvim) -> None:
     nvim.wait_for("local r = require('protege').client(0):request_sync('workspace/executeCommand',"
                   " { command = 'protege.status', arguments = {} }, 5000);"
-                  " return r and r.result and r.result.model.state == 'ready'", "the model to load", timeout=300)
+                  " return r and r.result and r.result.model.state == 'ready'", "the model to load", timeout=300,
+                  in_nvim=False)
 
 
 def test_lsp_config_is_found_on_runtimepath(nvim: Nvim) -> None:
