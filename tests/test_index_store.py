@@ -35,6 +35,8 @@ def make_workspace(dest: Path) -> Path:
         'REGION = "eu"\n')
     (dest / "blob.bin.txt").write_bytes(b"\x00\x01\x02binary")
     (dest / "latin1.py").write_bytes("s = 'caf\xe9'\n".encode("latin-1"))
+    (dest / "shop" / "shell.py").write_text(
+        "import subprocess\n\n\ndef run_report(command):\n    return subprocess.call(command, shell=True)\n")
     return dest
 
 
@@ -68,6 +70,16 @@ def test_secrets_never_reach_chroma(indexed: tuple[RepoIndex, object]) -> None:
     metas = store.collection.get(where={"path": "shop/settings.py"}, include=["metadatas"])["metadatas"]
     assert metas and all("secret-redacted" in m["security"] for m in metas)
     assert stats.secrets_redacted >= 2
+
+
+def test_insecure_chunks_are_flagged_by_the_security_screen(indexed: tuple[RepoIndex, object]) -> None:
+    pytest.importorskip("security.screen")
+    index, _ = indexed
+    got = index._get_store().collection.get(where={"path": "shop/shell.py"}, include=["metadatas"])
+    flags = ",".join(m["security"] for m in got["metadatas"])
+    assert "B602" in flags  # subprocess with shell=True, found by Bandit through security.screen
+    clean = index._get_store().collection.get(where={"path": "shop/cart.py"}, include=["metadatas"])
+    assert all(m["security"] == "" for m in clean["metadatas"])
 
 
 def test_bad_files_skipped_and_run_goes_on(indexed: tuple[RepoIndex, object]) -> None:
@@ -215,6 +227,8 @@ def test_cancel_then_resume(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
         with caplog.at_level(logging.INFO, logger="indexing"):
             stats = index.update(progress=progress, cancel=cancel)
         assert stats.cancelled and stats.files_indexed < stats.files_seen
+        # The first file in walk order is the binary one: skipped, with the reason in the log.
+        assert "skipped blob.bin.txt: binary (NUL bytes)" in caplog.messages
         rest = index.update()
         assert not rest.cancelled and rest.files_indexed + stats.files_indexed == 3
         assert set(index.catalog.files()) == {"shop/pricing.py", "shop/cart.py", "web/api.js"}
