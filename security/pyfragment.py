@@ -38,10 +38,11 @@ _STRING_BODY = {
 _CLOSER = {"(": ")", "[": "]", "{": "}"}
 # A logical line ending in one of these still needs an operand before it can parse.
 _DANGLING_OPERATOR = re.compile(
-    r"(?:[-+*/%@&|^~<>=!]=?|\*\*|//|<<|>>|->|:=|\.|\b(?:and|or|not|in|is|if|else|await|lambda|assert|del|"
-    r"return|yield|from|import|as|raise|with|for|while|elif|except|print)\b)\s*$"
+    r"(?:[-+*/%@&|^~<>=!]=?|\*\*|//|<<|>>|->|:=|\.|\b(?:and|or|not|in|is|if|else|await|lambda|yield|as)\b)\s*$"
 )
 _NEEDS_OPERAND_EVEN_AT_END = re.compile(r"(?:[-+*/%@&|^~<>=!]=?|\*\*|//|<<|>>|->|:=|\.|\b(?:and|or|not|in|is|await|lambda)\b)\s*$")
+_WORD = re.compile(r"[A-Za-z_]\w*|@|\S")
+_LEADING_WORD = re.compile(r"\s*(async\s+def|[A-Za-z_]\w*|@|\S)")
 _CLAUSE_WORDS = frozenset({"else", "elif", "except", "finally", "case"})
 _IMPORT = re.compile(
     r"^[ \t]*(?:from[ \t]+[\w.]+[ \t]+import[ \t]*\([^)]*\)|(?:from[ \t]+[\w.]+[ \t]+)?import[ \t]+[^\n#;\\]+)",
@@ -123,7 +124,7 @@ def _end_logical(state: LexState, text: str, start: int, tail: str) -> None:
     if not stripped or stripped.startswith("#"):
         return
     indent = line[: len(line) - len(stripped)]
-    word = re.match(r"[A-Za-z_]\w*|@|\S", stripped)
+    word = _WORD.match(stripped)
     state.logical.append((indent, word.group() if word else "", tail, tail.endswith(":")))
 
 
@@ -150,8 +151,10 @@ def repair_suffix(text: str) -> str:
     elif not state.brackets and not state.open_quote and _NEEDS_OPERAND_EVEN_AT_END.search(tail):
         out += " _"
     out += "".join(_CLOSER[b] for b in reversed(state.brackets))
-    logical = lex(text + out).logical if out else state.logical
-    if logical and logical[-1][3]:
+    # Closing a string or brackets never leaves a line ending in ':', so the logical lines seen so
+    # far decide the rest (no second pass over a long scope).
+    logical = state.logical
+    if not out and logical and logical[-1][3]:
         out += "\n" + _body_indent(logical[-1][0]) + "pass"
     out += "".join(
         f"\n{indent}finally:\n{_body_indent(indent)}pass" for indent in _unhandled_try_indents(logical)
@@ -238,7 +241,7 @@ def _is_code(line: str) -> bool:
 
 
 def _first_word(line: str) -> str:
-    m = re.match(r"\s*(async\s+def|[A-Za-z_]\w*|@|\S)", line)
+    m = _LEADING_WORD.match(line)
     return m.group(1) if m else ""
 
 
