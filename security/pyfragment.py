@@ -227,7 +227,7 @@ class Segment:
 
     text: str
     line_map: list[int | None]
-    kind: str  # "scope", "scope-repaired" or "statement-repaired"
+    kind: str  # "skeleton", "scope", "scope-repaired" or "statement-repaired"
     tree: ast.Module | None = None  # set once the segment has parsed
 
 
@@ -374,6 +374,97 @@ def collect_imports(document: str, before_offset: int) -> list[str]:
     return found
 
 
+# Scopes with more lines than this above the suggestion are first tried as a skeleton.
+SKELETON_MIN_LINES = 40
+
+
+def _header_end(lines: list[str], h: int, limit: int) -> int | None:
+    """Last line of the (possibly multi-line) block header starting at line ``h``."""
+    for k in range(h, min(limit, h + 30)):
+        if lines[k].split("#", 1)[0].rstrip().endswith(":"):
+            return k
+    return None
+
+
+def _opener(lines: list[str], clause: int) -> int | None:
+    """The `try`/`if`/`for`/`while`/`match` line an `else`/`except`/... clause belongs to."""
+    indent = _indent_of(lines[clause])
+    for i in range(clause - 1, -1, -1):
+        if _is_code(lines[i]) and _indent_of(lines[i]) <= indent:
+            if _indent_of(lines[i]) < indent:
+                return None
+            if _first_word(lines[i]) not in _CLAUSE_WORDS:
+                return i
+    return None
+
+
+def skeleton(lines: list[str], start: int, first: int) -> list[str] | None:
+    """Lines start..first-1 with everything blanked but the block headers leading to line ``first``.
+
+    Statements above the suggestion hold no finding on it, yet parsing them costs most of the
+    time in a long function. Blank lines keep every line number; an emptied block gets ``pass``.
+    Returns None when the structure is unclear; the caller then parses the full scope.
+    """
+    if first - start < SKELETON_MIN_LINES:
+        return None
+    top = start
+    while top < first and lines[top].lstrip().startswith("@"):
+        top += 1
+    top_end = _header_end(lines, top, first)
+    if top_end is None:
+        return None
+    headers = [(top, top_end)]
+    cur, i = _indent_of(lines[first]), first
+    if _first_word(lines[first]) in _CLAUSE_WORDS:
+        opened = _opener(lines, first)
+        if opened is None or opened <= top_end:
+            return None
+        i = opened
+        end = _header_end(lines, i, first)
+        if end is None:
+            return None
+        headers.append((i, end))
+    for j in range(i - 1, top_end, -1):
+        line = lines[j]
+        if not _is_code(line) or line.lstrip().startswith((")", "]", "}")):
+            continue
+        indent = _indent_of(line)
+        if indent >= cur:
+            continue
+        end = _header_end(lines, j, first)
+        if end is None:
+            return None
+        headers.append((j, end))
+        cur = indent
+        if _first_word(line) in _CLAUSE_WORDS:
+            opener = _opener(lines, j)
+            if opener is None or opener <= top_end:
+                return None
+            end = _header_end(lines, opener, first)
+            if end is None:
+                return None
+            headers.append((opener, end))
+        if cur <= _indent_of(lines[top]):
+            return None  # climbed out of the scope: the indentation is not what it seems
+    out = [""] * (first - start)
+    for lo, hi in headers:
+        for k in range(lo, hi + 1):
+            out[k - start] = lines[k]
+    for k in range(start, top):
+        out[k - start] = lines[k]
+    # A header whose body is now empty gets `pass` on its first (blanked) body line.
+    for lo, hi in sorted(headers):
+        nxt = next((k for k in range(hi + 1, first) if out[k - start].strip()), first)
+        if _indent_of(lines[nxt]) > _indent_of(lines[lo]) and nxt <= first:
+            if nxt < first or _is_code(lines[first]):
+                continue
+        slot = hi + 1
+        if slot >= first or out[slot - start].strip():
+            return None
+        out[slot - start] = _body_indent(lines[lo][: _indent_of(lines[lo])]) + "pass"
+    return out
+
+
 def build_segments(lines: list[str], first: int, last: int, imports: list[str],
                    scope: tuple[int, int, list[str]] | None = None,
                    max_lines: int | None = None) -> list[Segment]:
@@ -386,6 +477,9 @@ def build_segments(lines: list[str], first: int, last: int, imports: list[str],
     head = list(imports) + [f"{indent}if True:" for indent in wrappers]
     head_map: list[int | None] = [None] * len(head)
     candidates = [("scope", start, end)]
+    skeleton_lines = skeleton(lines, start, first)
+    if skeleton_lines is not None:
+        candidates.insert(0, ("skeleton", start, end))
     if end != last + 1:
         candidates.append(("scope-repaired", start, last + 1))
     if first != start:
@@ -398,6 +492,8 @@ def build_segments(lines: list[str], first: int, last: int, imports: list[str],
     segments = []
     for kind, lo, hi in candidates:
         body = lines[lo:hi]
+        if kind == "skeleton" and skeleton_lines is not None:
+            body = skeleton_lines + lines[first:hi]
         local_head, local_map = head, head_map
         if kind == "statement-repaired":
             indent = lines[first][: _indent_of(lines[first])]

@@ -6,7 +6,15 @@ import ast
 import re
 from pathlib import Path
 
-from security.pyfragment import choose_scope, collect_imports, lex, parseable_segment, parses, repair
+from security.pyfragment import (
+    choose_scope,
+    collect_imports,
+    lex,
+    parseable_segment,
+    parses,
+    repair,
+    skeleton,
+)
 
 
 def _corpus(shared_data: Path) -> Path:
@@ -134,3 +142,45 @@ def test_collect_imports_joins_multiline_and_drops_broken_ones() -> None:
     doc = "import os\nfrom a import (\n    b,\n    c,\n)\nimport = broken\n  import sys\nx = 1\n"
     imports = collect_imports(doc, len(doc))
     assert imports == ["import os", "from a import ( b, c, )", "import sys"]
+
+
+def test_skeleton_keeps_only_the_headers_above_the_suggestion() -> None:
+    body = [f"        x{i} = {i}" for i in range(50)]
+    lines = ["def f(a,", "      b):", "    try:", *body, "    except ValueError:", "        if a:",
+             "            y = 1", "            z = eval(b)"]
+    first = len(lines) - 1
+    start, _end, _ = choose_scope(lines, first, first)
+    kept = skeleton(lines, start, first)
+    assert kept is not None and len(kept) == first - start
+    assert [k for k in kept if k.strip()] == ["def f(a,", "      b):", "    try:", "        pass",
+                                              "    except ValueError:", "        if a:"]
+    segment, error = parseable_segment(lines, first, first, [])
+    assert segment is not None and segment.kind == "skeleton", error
+    assert segment.line_map[: first + 1] == list(range(first + 1))  # blanked, never renumbered
+
+
+def test_skeleton_finds_what_the_full_scope_finds_on_real_code() -> None:
+    """On the stdlib's subprocess.py (long methods), screening with and without the skeleton agrees."""
+    import inspect
+    import subprocess
+
+    from security import pyfragment
+    from security.scenarios import scenarios_for_source
+    from security.screen import screen_suggestion
+
+    source = Path(inspect.getsourcefile(subprocess) or "").read_text()
+    scenarios = scenarios_for_source("subprocess.py", source)[::25]
+    used = 0
+    default = pyfragment.SKELETON_MIN_LINES
+    try:
+        for sc in scenarios:
+            pyfragment.SKELETON_MIN_LINES = default
+            fast = screen_suggestion(sc.document, sc.line, sc.character, sc.suggestion)
+            pyfragment.SKELETON_MIN_LINES = 10**9
+            full = screen_suggestion(sc.document, sc.line, sc.character, sc.suggestion)
+            used += fast.scope == "skeleton"
+            assert [f.to_dict() for f in fast.findings] == [f.to_dict() for f in full.findings], (sc.line, sc.kind)
+            assert fast.verdict == full.verdict
+    finally:
+        pyfragment.SKELETON_MIN_LINES = default
+    assert used > 10
