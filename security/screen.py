@@ -61,7 +61,7 @@ class ScreenResult:
     findings: list[Finding] = field(default_factory=list)
     reason: str | None = None
     language: str = "python"
-    # How the Python code was made parseable: "scope", "scope-repaired", "statement-repaired" (or "").
+    # How the Python code was made parseable: "skeleton", "scope", "scope-repaired", "statement-repaired" (or "").
     scope: str = ""
 
     def to_dict(self) -> dict[str, Any]:
