@@ -97,7 +97,7 @@ def sample_cases(files: list[tuple[str, str]], per_kind: int, rng: random.Random
             if not ends:
                 continue
             b = rng.choice(ends)
-            a = rng.randrange(max(indent + 1, b - 24), b)
+            a = rng.randrange(max(indent, b - 24), b)
             cases.append(Case(path, text[: start + a], line[b:] + text[end:], line[a:b], kind))
         else:
             pool = [c for c in cuts if _is_mid_word(line, c) == (kind == "mid_word")]
@@ -174,7 +174,8 @@ def _ms(xs: list[float]) -> dict[str, float]:
 
 def run_variant(model: Any, tok: Any, template: FimTemplate, healer: TokenHealer | None, layout: str,
                 cases: list[Case], max_new: int, stop_ids: set[int], plain: TokenHealer,
-                memo: dict[Any, Any], heal_suffix: bool = False) -> dict[str, Any]:
+                memo: dict[Any, Any], heal_suffix: bool = False,
+                dump: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     per_kind: dict[str, dict[str, list[float]]] = {}
     for case in cases:
         prefix, suffix = case.fitted
@@ -208,6 +209,10 @@ def run_variant(model: Any, tok: Any, template: FimTemplate, healer: TokenHealer
         row["heal"].append(plan_s + heal_s)
         row["tokens"].append(n_tok)
         row["healed"].append(float(bool(removed) or bool(splan and splan.removed)))
+        if dump is not None:
+            dump.append({"layout": layout, "variant": "off" if healer is None else "heal", "kind": case.kind,
+                         "path": case.path, "prefix_tail": case.fitted[0][-60:], "removed": removed,
+                         "target": case.target, "prediction": text})
     out: dict[str, Any] = {}
     for kind, row in per_kind.items():
         out[kind] = {"n": len(row["em"]), "exact_match": round(statistics.fmean(row["em"]), 4),
@@ -250,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layouts", default="psm,spm")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--dump", default="", help="also write every prediction to this JSONL file")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "healing.json"))
     args = ap.parse_args(argv)
     if args.threads:
@@ -275,12 +281,13 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, Any] = {}
     memo: dict[Any, Any] = {}
+    dump: list[dict[str, Any]] | None = [] if args.dump else None
     for layout in args.layouts.split(","):
         results[layout] = {}
         for name, h in (("off", None), ("heal", healer), ("heal_no_whitespace", healer_nows)):
             t = time.perf_counter()
             results[layout][name] = run_variant(model, tok, template, h, layout, line_cases,
-                                                args.max_new_tokens, stop_ids, healer, memo)
+                                                args.max_new_tokens, stop_ids, healer, memo, dump=dump)
             print(f"{layout:4s} {name:19s} {time.perf_counter() - t:6.1f}s  "
                   + "  ".join(f"{k}: EM {v['exact_match']:.3f} ES {v['edit_similarity']:.3f}"
                               for k, v in results[layout][name].items()), flush=True)
@@ -307,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         "kv_reuse_typing_forward_share": reuse,
         "command": "python bench/bench_healing.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
+    if dump is not None:
+        Path(args.dump).write_text("".join(json.dumps(r) + "\n" for r in dump))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(f"index build {report['index_build_ms']} ms; KV reuse typing forward: off {reuse['off']}, "

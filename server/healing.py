@@ -259,6 +259,7 @@ class TokenHealer:
         self.heal_whitespace = heal_whitespace
         self.index = vocab_index(tokenizer)
         self._allowed: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        self._allowed_lock = threading.Lock()  # the engine may decode on several threads
         self._cache_size = cache_size
 
     # -- planning ------------------------------------------------------------------------
@@ -346,14 +347,16 @@ class TokenHealer:
     def allowed_tokens(self, remaining: str) -> torch.Tensor:
         """Ids of non-special tokens whose text t is non-empty and a prefix of ``remaining`` or starts with it."""
         key = _enc(remaining)
-        hit = self._allowed.get(key)
-        if hit is not None:
-            self._allowed.move_to_end(key)
-            return hit
+        with self._allowed_lock:
+            hit = self._allowed.get(key)
+            if hit is not None:
+                self._allowed.move_to_end(key)
+                return hit
         ids = self.index.consistent_ids(key) if key else torch.empty(0, dtype=torch.long)
-        self._allowed[key] = ids
-        if len(self._allowed) > self._cache_size:
-            self._allowed.popitem(last=False)
+        with self._allowed_lock:
+            self._allowed[key] = ids
+            if len(self._allowed) > self._cache_size:
+                self._allowed.popitem(last=False)
         return ids
 
     def mask_logits(self, logits: torch.Tensor, remaining: str) -> torch.Tensor:
