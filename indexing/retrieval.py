@@ -4,6 +4,7 @@ completion-context fast path (definitions of identifiers near the cursor, then s
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,10 @@ log = logging.getLogger(__name__)
 AMBIGUOUS = 5  # a name with more definitions than this is not looked up for completion context
 RRF_K = 60  # the usual constant: damps the head of each list so one retriever cannot dominate
 CANDIDATES = 50
+# The completion fast path adds vector neighbours only while a query embedding has recently taken less
+# than this; on a saturated CPU (encode ~0.3-4 s measured at load 12-16 on 2 cores) it stays
+# definitions + BM25, which are SQLite lookups of well under a millisecond each.
+CONTEXT_VECTOR_BUDGET_MS = 25.0
 
 
 def rrf(rankings: list[list[str]], weights: list[float] | None = None) -> list[tuple[str, float]]:
@@ -39,11 +44,24 @@ class Retriever:
         self._store = store
         self._embedder = embedder
         self._embedder_ready = embedder_ready
+        self.encode_ms: float | None = None  # moving average of query-embedding latency
 
     # ------------------------------------------------------------------ search
     def vector_ids(self, text: str, n: int) -> list[str]:
+        start = time.perf_counter()
         vec = self._embedder().encode([text])[0]
+        ms = (time.perf_counter() - start) * 1000
+        self.encode_ms = ms if self.encode_ms is None else 0.8 * self.encode_ms + 0.2 * ms
         return [cid for cid, _ in self._store().query(vec, n)]
+
+    def context_vectors_affordable(self) -> bool:
+        if not self._embedder_ready():
+            return False
+        if self.encode_ms is None or self.encode_ms < CONTEXT_VECTOR_BUDGET_MS:
+            return True
+        # Over budget: retry now and then (1 in 20) so the average recovers when the machine does.
+        self._skips = getattr(self, "_skips", 0) + 1
+        return self._skips % 20 == 0
 
     def symbol_ids(self, names: list[str], limit_per_name: int = 3) -> list[str]:
         """Chunks holding the definitions of the given identifiers, in the order of the names."""
@@ -123,7 +141,7 @@ class Retriever:
                 take(row, excerpt, row.start_line + max(0, offset - 1), 1.0 / (1 + rank), f"definition of {name}")
         # 2. chunks similar to the code before the cursor (lexical always; vectors when the model is loaded)
         rankings = [[cid for cid, _ in self.catalog.lexical(query_terms(window, 24), 20)]]
-        if self._embedder_ready():
+        if self.context_vectors_affordable():
             rankings.append(self.vector_ids(window[-1500:], 20))
         fused = rrf(rankings)
         rows = self.catalog.chunks_by_ids([cid for cid, _ in fused[:20]])
