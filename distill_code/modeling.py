@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+if TYPE_CHECKING:
+    import torch
+    from transformers import LlamaForCausalLM
+# torch and transformers are imported inside the functions: they cost seconds, and the language
+# server must answer `initialize` before the model is needed.
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,8 @@ class LlamaShape:
 def build_llama(shape: LlamaShape, vocab_size: int, eos_token_id: int, pad_token_id: int | None = None,
                 seed: int = 0) -> LlamaForCausalLM:
     """A randomly initialised Llama causal LM of ``shape`` for ``vocab_size`` tokens."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=vocab_size,
@@ -74,9 +79,13 @@ def load_causal_lm(path: str | Path, dtype: str = "float32", allow_online: bool 
             f"model path {str(path)!r} does not exist; pass --model DIR pointing to a Hugging Face model "
             "directory (or enable 'allowOnline' to use a hub id)"
         )
+    import torch
+
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
     if torch_dtype is None:
         raise ModelLoadError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     try:
         tok = AutoTokenizer.from_pretrained(str(p if local else path), local_files_only=not allow_online)
         model = AutoModelForCausalLM.from_pretrained(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -119,6 +120,31 @@ class ProtegeServer(LanguageServer):
                 log.info("model ready: %s (%s parameters)", engine.model_path, f"{engine.parameters():,}")
 
         threading.Thread(target=load, name="protege-load", daemon=True).start()
+
+    def stop_work(self) -> None:
+        """Cancel decodes in flight, drop queued work and close the index (idempotent)."""
+        self.supersession.cancel_all()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.index_executor.shutdown(wait=False, cancel_futures=True)
+        if self.index is not None:
+            try:
+                self.index.close()
+            except Exception as exc:  # closing must never block the exit
+                log.warning("closing the index failed: %s", exc)
+            self.index = None
+
+    @staticmethod
+    def exit_soon(code: int, grace_s: float = 2.0) -> None:
+        """Exit the process after ``grace_s`` even if a worker thread is still busy (e.g. loading)."""
+        import os
+
+        def hard_exit() -> None:
+            sys.stderr.flush()
+            os._exit(code)
+
+        timer = threading.Timer(grace_s, hard_exit)
+        timer.daemon = True
+        timer.start()
 
     # -- messages ------------------------------------------------------------------------
     def warn_once(self, key: str, message: str, kind: types.MessageType = types.MessageType.Warning) -> None:

@@ -34,6 +34,9 @@ def _serve(args: argparse.Namespace) -> int:
         server.start_tcp(host or "127.0.0.1", int(port))
     else:
         server.start_io()
+    # The client went away (exit, or EOF on stdin): do not wait on busy worker threads.
+    server.stop_work()
+    server.exit_soon(0, grace_s=1.0)
     return 0
 
 

@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal
 
 import distill_code
 from distill_code.fim import FimTemplate, template_for
 from distill_code.modeling import ModelLoadError, load_causal_lm
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class Engine:
     # -- loading -------------------------------------------------------------------------
     def load(self) -> None:
         """Load the model; on failure ``state`` is "error" and ``error`` says what to do."""
+        import torch  # deferred: importing torch takes seconds and `initialize` must not wait for it
         self.state = "loading"
         path = self.options.model or str(default_model_path())
         self.model_path = path
@@ -122,6 +124,7 @@ class Engine:
     # -- decoding ------------------------------------------------------------------------
     def _prefill(self, prompt_ids: list[int]) -> tuple[torch.Tensor, int]:
         """Run the prompt through the model reusing the cached prefix; returns last logits, reused."""
+        import torch
         from transformers import DynamicCache
 
         reuse = 0
@@ -151,6 +154,8 @@ class Engine:
         ``heal_removed`` is text backed off the prompt by token healing: the first tokens are
         constrained to reproduce it, and it is stripped from the returned text.
         """
+        import torch
+
         if not self.ready:
             raise ModelLoadError(self.error or "model is not loaded")
         if not prompt_ids:

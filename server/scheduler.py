@@ -115,6 +115,10 @@ class Supersession:
         self._events[uri] = ev
         return self._n, ev
 
+    def cancel_all(self) -> None:
+        for ev in self._events.values():
+            ev.set()
+
     def is_latest(self, uri: str, seq: int) -> bool:
         return self._latest.get(uri) == seq
 

@@ -82,6 +82,17 @@ def register(ls: ProtegeServer) -> None:
             await pull_configuration(ls)
         refresh_screen(ls)
 
+    @ls.feature(types.SHUTDOWN)
+    def on_shutdown(*args: Any) -> None:
+        """LSP ``shutdown``: stop decodes in flight and release the index's writer lock."""
+        ls.stop_work()
+
+    @ls.feature(types.EXIT)
+    def on_exit(*args: Any) -> None:
+        """LSP ``exit``: pygls exits after this; a worker stuck in a slow call must not hold the process."""
+        ls.stop_work()
+        ls.exit_soon(0)
+
     @ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def on_close(params: types.DidCloseTextDocumentParams) -> None:
         """LSP ``textDocument/didClose``: forget cached suggestions for the document."""
