@@ -4,9 +4,10 @@ completion-context fast path (definitions of identifiers near the cursor, then s
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from indexing.catalog import Catalog, ChunkRow
 from indexing.lexical import identifiers, query_terms
@@ -45,23 +46,39 @@ class Retriever:
         self._embedder = embedder
         self._embedder_ready = embedder_ready
         self.encode_ms: float | None = None  # moving average of query-embedding latency
+        self._skips = 0
+        self._probing = threading.Event()
 
     # ------------------------------------------------------------------ search
-    def vector_ids(self, text: str, n: int) -> list[str]:
+    def _encode_timed(self, text: str) -> Any:
         start = time.perf_counter()
         vec = self._embedder().encode([text])[0]
         ms = (time.perf_counter() - start) * 1000
         self.encode_ms = ms if self.encode_ms is None else 0.8 * self.encode_ms + 0.2 * ms
-        return [cid for cid, _ in self._store().query(vec, n)]
+        return vec
+
+    def vector_ids(self, text: str, n: int) -> list[str]:
+        return [cid for cid, _ in self._store().query(self._encode_timed(text), n)]
 
     def context_vectors_affordable(self) -> bool:
         if not self._embedder_ready():
             return False
         if self.encode_ms is None or self.encode_ms < CONTEXT_VECTOR_BUDGET_MS:
             return True
-        # Over budget: retry now and then (1 in 20) so the average recovers when the machine does.
-        self._skips = getattr(self, "_skips", 0) + 1
-        return self._skips % 20 == 0
+        # Over budget: re-measure now and then off the request path, so vectors return when the CPU frees up.
+        self._skips += 1
+        if self._skips % 20 == 0 and not self._probing.is_set():
+            self._probing.set()
+            threading.Thread(target=self._probe, name="protege-embed-probe", daemon=True).start()
+        return False
+
+    def _probe(self) -> None:
+        try:
+            self._encode_timed("def probe(): return latency")
+        except Exception:  # noqa: BLE001 - a probe failure only keeps the fast path lexical
+            log.debug("embedding latency probe failed", exc_info=True)
+        finally:
+            self._probing.clear()
 
     def symbol_ids(self, names: list[str], limit_per_name: int = 3) -> list[str]:
         """Chunks holding the definitions of the given identifiers, in the order of the names."""
