@@ -30,24 +30,31 @@ def test_blocked_suggestion_exits_1_with_findings(tmp_path: Path) -> None:
     assert finding["message"] and finding["advice"]["safe_idiom"].startswith("subprocess.run([")
 
 
-def test_whole_file_of_the_corpus(shared_data: Path) -> None:
+def test_whole_file_of_the_corpus(shared_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     flagged = _screen(str(shared_data / "bandit-examples" / "yaml_load.py"))
     assert flagged.returncode == 0, flagged.stderr  # B506 is MEDIUM severity: annotate, not block
     out = json.loads(flagged.stdout)
     assert out["verdict"] == "annotate" and {f["test_id"] for f in out["findings"]} == {"B506"}
-    clean = _screen(str(shared_data / "bandit-examples" / "okay.py"))
-    assert clean.returncode == 0 and json.loads(clean.stdout)["verdict"] == "allow"
-    broken = _screen(str(shared_data / "bandit-examples" / "nonsense.py"))
-    assert broken.returncode == 0 and json.loads(broken.stdout)["verdict"] == "unscreened"
+    # The same entry point in-process for the other verdicts (each subprocess costs seconds).
+    from server.cli import main
+
+    assert main(["screen", str(shared_data / "bandit-examples" / "okay.py")]) == 0
+    assert json.loads(capsys.readouterr().out)["verdict"] == "allow"
+    assert main(["screen", str(shared_data / "bandit-examples" / "nonsense.py")]) == 0
+    assert json.loads(capsys.readouterr().out)["verdict"] == "unscreened"
 
 
-def test_javascript_by_extension_and_policy_file(tmp_path: Path) -> None:
+def test_javascript_by_extension_and_policy_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from server.cli import main
+
     js = tmp_path / "app.js"
     js.write_text("el.innerHTML = '<b>' + name;\n")
-    assert json.loads(_screen(str(js)).stdout)["findings"][0]["test_id"] == "JS004"
+    assert main(["screen", str(js)]) == 0
+    assert json.loads(capsys.readouterr().out)["findings"][0]["test_id"] == "JS004"
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps({"blockSeverity": "MEDIUM"}))
-    assert _screen(str(js), "--policy", str(policy)).returncode == 1
+    assert main(["screen", str(js), "--policy", str(policy)]) == 1
+    assert json.loads(capsys.readouterr().out)["verdict"] == "block"
 
 
 def test_bad_input_exits_2_with_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
