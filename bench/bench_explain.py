@@ -5,7 +5,8 @@ callers/callees, Bandit screen; no index), the latency of the generated summary,
 summary comes to the function's real docstring (which the prompt leaves out) next to a trivial
 baseline (the function's name split into words). Figures are printed and written as JSON.
 
-    python bench/bench_explain.py [--model DIR] [--n 40] [--max-tokens 32] [--out bench/results/explain.json]
+    python bench/bench_explain.py [--model DIR] [--n 40] [--max-tokens 32] [--threads N]
+        [--out bench/results/explain.json]
 
 Without --model a tiny random-init model is built in a temporary directory (latency only: its text
 means nothing). Speed is reported here, never asserted in tests.
@@ -56,6 +57,8 @@ def main() -> int:
     ap.add_argument("--model", default=None, help="model directory (default: a tiny random-init model)")
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); on a shared, "
+                                                           "busy machine 1 avoids thread-spin stalls")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "explain.json"))
     args = ap.parse_args()
 
@@ -68,7 +71,7 @@ def main() -> int:
 
         tmp = tempfile.TemporaryDirectory()
         model = str(build_tiny_model_dir(Path(tmp.name)))
-    engine = Engine(EngineOptions(model=model))
+    engine = Engine(EngineOptions(model=model, threads=args.threads))
     engine.load()
     if not engine.ready:
         print(f"bench_explain: {engine.error}", file=sys.stderr)
@@ -95,6 +98,8 @@ def main() -> int:
         "model": model if args.model else "tiny random-init (latency only)",
         "functions": len(cases),
         "max_new_tokens": args.max_tokens,
+        "threads": args.threads or "torch default",
+        "load_average_1min": round(os.getloadavg()[0], 1),
         "facts_per_explanation": round(statistics.mean(n_facts), 1),
         "facts_ms": {"p50": round(pct(facts_ms, 0.5), 1), "p90": round(pct(facts_ms, 0.9), 1)},
         "summary_ms": {"p50": round(pct(summary_ms, 0.5), 1), "p90": round(pct(summary_ms, 0.9), 1)},
