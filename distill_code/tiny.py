@@ -91,3 +91,42 @@ def fit_tiny(model_dir: str | Path, texts: list[str], steps: int = 80, seq_len: 
     model.eval()
     model.save_pretrained(str(model_dir))
     return Path(model_dir)
+
+
+def fit_tiny_on_samples(model_dir: str | Path, samples: list[str], steps: int = 150, batch: int = 8,
+                        lr: float = 1e-2, seed: int = 0) -> Path:
+    """Overfit a tiny model on whole rendered samples (each a full prompt + answer), aligned at position 0.
+
+    Tests use it to get a model that answers specific FIM prompts exactly, so the server's
+    pipeline (cache, screen, post-processing) can be checked on known model output.
+    """
+    import random
+
+    import torch
+
+    from distill_code.modeling import load_causal_lm
+
+    model, tok = load_causal_lm(model_dir)
+    encoded = [list(tok(s, add_special_tokens=False)["input_ids"]) + [tok.eos_token_id] for s in samples]
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / 10) * max(0.05, 1 - i / steps))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    for _ in range(steps):
+        chosen = [encoded[rng.randrange(len(encoded))] for _ in range(batch)]
+        width = max(len(c) for c in chosen)
+        x = torch.full((batch, width), pad, dtype=torch.long)
+        labels = torch.full((batch, width), -100, dtype=torch.long)
+        for i, c in enumerate(chosen):
+            x[i, : len(c)] = torch.tensor(c)
+            labels[i, : len(c)] = torch.tensor(c)
+        loss = model(input_ids=x, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    model.eval()
+    model.save_pretrained(str(model_dir))
+    return Path(model_dir)

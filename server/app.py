@@ -29,6 +29,7 @@ FEATURE_MODULES = (
     "server.features.documents",
     "server.features.explain",
     "server.features.index_commands",
+    "server.features.security_actions",
 )
 
 VERSION = "0.1.0"

@@ -182,6 +182,8 @@ class CompletionService:
     def _apply_screen(self, outcome: Outcome, text: str, line: int, character: int, language: str) -> None:
         """Screen the suggestion; a blocked block falls back to its lines before the first finding."""
         assert self.screen is not None
+        # The screen counts columns in code points; LSP positions are UTF-16 units.
+        character = utf16_to_index(text.split("\n")[line].rstrip("\r"), character)
         result = self.screen(text, line, character, outcome.text, language)
         self.screen_stats["screened"] += 1
         verdict = getattr(result, "verdict", "unscreened")

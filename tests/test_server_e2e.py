@@ -18,7 +18,8 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE = (ROOT / "server" / "postprocess.py").read_text(encoding="utf-8")
+# The fitted test model memorised this file, so completions inside it are predictable.
+SOURCE = (ROOT / "tests" / "fixtures" / "server" / "inventory.py").read_text(encoding="utf-8")
 SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "server.cli", "serve"])
 
 
@@ -33,7 +34,7 @@ async def client(lsp_client: LanguageClient, request: pytest.FixtureRequest, fit
         initialization_options={"model": str(fitted_model_dir), "debounceMs": 0, "index": {"enabled": False},
                                 "bogusOption": 1, "maxNewTokens": "many"},
     )
-    lsp_client.set_configuration({"contextTokens": 512}, section="protege")
+    lsp_client.set_configuration({"contextTokens": 256}, section="protege")  # as the fitted model was trained
     await lsp_client.initialize_session(params)
     yield
     await lsp_client.shutdown_session()
@@ -56,12 +57,15 @@ async def inline(client: LanguageClient, uri: str, line: int, character: int) ->
     return result
 
 
-def cut_point() -> tuple[str, int, int]:
-    """A real cursor position: the end of the 'def remove_repetition' signature line, body removed."""
+def cut_point(marker: str = "    def total(self):", rest: bool = True) -> tuple[str, int, int]:
+    """A real cursor position: the body line after ``marker`` blanked, the rest of the file kept."""
     lines = SOURCE.split("\n")
-    i = next(n for n, ln in enumerate(lines) if ln.startswith("def remove_repetition"))
-    doc = "\n".join(lines[: i + 1]) + "\n    " + "\n"
-    return doc, i + 1, 4
+    i = next(n for n, ln in enumerate(lines) if ln.startswith(marker))
+    body = lines[i + 1]
+    indent = body[: len(body) - len(body.lstrip())]
+    after = lines[i + 2:] if rest else []
+    doc = "\n".join(lines[: i + 1] + [indent] + after)
+    return doc, i + 1, len(indent)
 
 
 async def test_initialize_warns_once_about_bad_options(client: LanguageClient) -> None:
@@ -141,26 +145,71 @@ async def test_huge_and_binary_documents_rejected_clearly(client: LanguageClient
 async def test_cancellation_and_supersession(client: LanguageClient) -> None:
     doc, line, char = cut_point()
     uri = open_doc(client, "cancel.py", doc)
-    task = asyncio.ensure_future(inline(client, uri, line, char))
-    await asyncio.sleep(0)
-    task.cancel()  # pygls' client sends $/cancelRequest for a cancelled future
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    params = types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=line, character=char),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked))
+    fut = client.protocol.send_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id="cancel-me")
+    client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="cancel-me"))
+    with pytest.raises(Exception, match="(?i)cancel"):
+        await asyncio.wrap_future(fut)
     # Two requests for the same document: the older one is superseded and returns nothing.
-    doc2 = doc.replace("def remove_repetition", "def remove_repetition_again")
-    uri2 = open_doc(client, "supersede.py", doc2)
+    uri2 = open_doc(client, "supersede.py", doc)
     a = asyncio.ensure_future(inline(client, uri2, line, char))
     b = asyncio.ensure_future(inline(client, uri2, line, char))
     ra, rb = await asyncio.gather(a, b)
-    assert rb.items
+    assert not ra.items and rb.items
     status = await client.workspace_execute_command_async(
         types.ExecuteCommandParams(command="protege.status", arguments=[]))
-    assert status["requests"]["superseded"] + status["requests"]["cancelled"] >= 1 or not ra.items
+    assert status["requests"]["cancelled"] >= 1 and status["requests"]["superseded"] >= 1
+    # Still serving after both.
+    assert (await inline(client, open_doc(client, "after-cancel.py", doc), line, char)).items
+
+
+async def test_memorised_completion_is_exact(client: LanguageClient) -> None:
+    doc, line, char = cut_point("    def total(self):")
+    items = (await inline(client, open_doc(client, "exact.py", doc), line, char)).items
+    assert items and items[0].insert_text == "return sum(self.items.values())"
+
+
+async def test_insecure_suggestion_is_blocked(client: LanguageClient) -> None:
+    # The model completes `return subprocess.call("tar czf ..." + path, shell=True)`: Bandit B602, HIGH.
+    doc, line, char = cut_point("def archive(path):", rest=False)
+    uri = open_doc(client, "archive.py", doc)
+    items = (await inline(client, uri, line, char)).items
+    assert not items
+    status = await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="protege.status", arguments=[]))
+    assert status["screening"]["blocked"] >= 1
+
+
+async def test_annotated_suggestion_carries_findings_and_publishes_diagnostics(client: LanguageClient) -> None:
+    # `open("/tmp/...", "w")`: Bandit B108 (MEDIUM): shown, with a command that publishes the finding.
+    doc, line, char = cut_point("def scratch_file():", rest=False)
+    uri = open_doc(client, "scratch.py", doc)
+    items = (await inline(client, uri, line, char)).items
+    assert items and "/tmp/" in str(items[0].insert_text)
+    cmd = items[0].command
+    assert cmd is not None and cmd.command == "protege.suggestionAccepted"
+    assert cmd.arguments and [f["test_id"] for f in cmd.arguments[0]["findings"]] == ["B108"]
+    # Accept: apply the text, then run the command as an editor does.
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(start=types.Position(line=line, character=char),
+                              end=types.Position(line=line, character=char)), text=str(items[0].insert_text))]))
+    await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command=cmd.command, arguments=cmd.arguments))
+    for _ in range(50):
+        if client.diagnostics.get(uri):
+            break
+        await asyncio.sleep(0.1)
+    diags = client.diagnostics.get(uri, [])
+    assert [d.code for d in diags] == ["B108"] and diags[0].range.start.line == line
 
 
 async def test_malformed_configuration_keeps_serving(client: LanguageClient) -> None:
     client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
-        settings={"protege": {"contextTokens": -5, "dtype": "float99"}}))
+        settings={"protege": {"contextTokens": -5, "dtype": "float99"}}))  # both bad: defaults kept
     for _ in range(50):
         if any("contextTokens" in m.message for m in client.messages):
             break
@@ -168,4 +217,8 @@ async def test_malformed_configuration_keeps_serving(client: LanguageClient) -> 
     assert any("contextTokens" in m.message for m in client.messages)
     assert any("dtype" in m.message for m in client.messages)
     doc, line, char = cut_point()
-    assert (await inline(client, open_doc(client, "after-config.py", doc), line, char)).items
+    await inline(client, open_doc(client, "after-config.py", doc), line, char)  # answers (a list)
+    status = await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="protege.status", arguments=[]))
+    assert status["config"]["contextTokens"] == 1024 and status["config"]["dtype"] == "float32"
+    assert status["model"]["state"] == "ready"
