@@ -6,17 +6,23 @@ import hashlib
 import json
 import math
 import statistics
+import sys
 import sysconfig
 from pathlib import Path
+from typing import Any
 
 import pytest
+import pytest_lsp
 import torch
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from distill_code.model_card import LineExample, evaluate_lines, heldout_lines
 from distill_code.modeling import LlamaShape, build_llama, count_parameters, load_causal_lm
 from distill_code.starter import STARTER_DIR, default_model_dir
 
 SIZE_BUDGET_MB = {"student": 20.0, "teacher": 100.0}
+SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "server.cli", "serve"])
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +42,7 @@ def heldout() -> list[LineExample]:
                 texts.append(text)
     if len(texts) < 5:
         pytest.skip("this interpreter's stdlib differs from the one the starter models were trained on")
-    return heldout_lines(texts, 30, seed=7)
+    return heldout_lines(texts, 24, seed=7)
 
 
 @pytest.mark.parametrize("role", ["student", "teacher"])
@@ -90,3 +96,32 @@ def test_shipped_model_beats_random_init_on_heldout_lines(role: str, heldout: li
         return total / len(texts)
 
     assert loss(model) < loss(baseline) - 1.0
+
+
+@pytest_lsp.fixture(config=SERVER, scope="module")
+async def default_client(lsp_client: LanguageClient, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    ws = tmp_path_factory.mktemp("starter-workspace")
+    # No "model" option: the server must pick the shipped starter student by itself.
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities("neovim"), root_uri=ws.as_uri(),
+        initialization_options={"debounceMs": 0, "index": {"enabled": False}}))
+    yield
+    await lsp_client.shutdown_session()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_serve_uses_the_shipped_student_by_default(default_client: LanguageClient) -> None:
+    uri = "file:///tmp/protege-starter-default/util.py"
+    text = "import os\n\n\ndef read_text(path):\n    with open(path) as f:\n        \n"
+    default_client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
+    result = await default_client.text_document_inline_completion_async(types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=5, character=8),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)))
+    assert isinstance(result, types.InlineCompletionList)
+    status: dict[str, Any] = await default_client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="protege.status", arguments=[]))
+    assert status["model"]["state"] == "ready", status["model"]
+    assert Path(status["model"]["path"]).resolve() == default_model_dir("student").resolve()
+    card = json.loads((default_model_dir("student") / "card.json").read_text())
+    assert status["model"]["parameters"] == card["parameters"]
