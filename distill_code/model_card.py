@@ -145,7 +145,7 @@ def _card_text(role: str, info: dict[str, Any]) -> str:
 
 A small Llama-style code model trained by Protege's own recipe (`{info['recipe']}`) on this
 project's CPU, so the assistant works offline on the first run. It is a starter, not a
-production code model: expect short, plausible single-line completions of Python.
+production code model: the figures below say how far it got on its training budget.
 
 | | |
 |---|---|
