@@ -56,7 +56,6 @@ def open_index(ls: ProtegeServer) -> None:
 
     def work() -> None:
         from indexing.api import RepoIndex
-
         from indexing.config import IndexConfig
 
         opts = ls.config.index
@@ -77,6 +76,11 @@ def open_index(ls: ProtegeServer) -> None:
         ls.service.context_provider = provider
         if opts.auto_index:
             index.update()
+        try:
+            # Until the embedder is warm, completion context uses definitions and BM25 only.
+            index.warm_up()
+        except Exception as exc:
+            log.warning("could not warm up the index's embedder (%s); context stays lexical", exc)
         log.info("repository index open at %s", root)
 
     ls.index_executor.submit(work)
