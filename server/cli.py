@@ -37,6 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # stdout is the protocol for `serve`: logs always go to stderr.
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Bandit's plugin loader reports optional formatters it cannot import (e.g. sarif) as errors.
+    logging.getLogger("stevedore.extension").setLevel(logging.CRITICAL)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
