@@ -264,6 +264,10 @@ class TokenHealer:
 
     # -- planning ------------------------------------------------------------------------
     def _encode(self, text: str) -> list[int]:
+        # The Rust tokenizer directly: same ids, without the Python wrapper's ~0.5 ms per call.
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            return list(backend.encode(text, add_special_tokens=False).ids)
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def plan_prefix(self, prefix: str) -> HealPlan:
