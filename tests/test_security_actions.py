@@ -42,10 +42,8 @@ def test_js_comment_leader_and_unknown_ids() -> None:
     assert "CWE-78" in explanation("B602") and "no explanation" in explanation("B999")
 
 
-# A real server process with the code-action feature registered, driven by a real LSP client.
-_LAUNCH = ("from server.app import create_server; from server.features import security_actions; "
-           "s = create_server(model='/nonexistent-model'); security_actions.register(s); s.start_io()")
-SERVER = ClientServerConfig(server_command=[sys.executable, "-c", _LAUNCH])
+# The real server (security_actions is in FEATURE_MODULES) driven by a real LSP client; no model needed.
+SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "server.cli", "serve", "--model", "/nonexistent-model"])
 
 
 @pytest_lsp.fixture(config=SERVER, scope="module")
