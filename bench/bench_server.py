@@ -159,6 +159,7 @@ def main() -> int:
     ap.add_argument("--label", action="append", default=[])
     ap.add_argument("--requests", type=int, default=60, help="completion requests per model")
     ap.add_argument("--int8", action="store_true", help="also run each model with int8 quantization")
+    ap.add_argument("--threads", type=int, default=0, help="server torch threads (0: torch default)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "server.json"))
     args = ap.parse_args()
     files = [ROOT / "server" / "postprocess.py", ROOT / "server" / "scheduler.py", ROOT / "server" / "config.py"]
@@ -168,9 +169,10 @@ def main() -> int:
         models = build_models(Path(tempfile.mkdtemp(prefix="protege-bench-models-")))
     results: dict[str, Any] = {}
     for label, path in models.items():
-        variants: list[tuple[str, dict[str, Any]]] = [(label, {})]
+        base: dict[str, Any] = {"threads": args.threads} if args.threads else {}
+        variants: list[tuple[str, dict[str, Any]]] = [(label, base)]
         if args.int8:
-            variants.append((label + "+int8", {"quantize": "int8"}))
+            variants.append((label + "+int8", {**base, "quantize": "int8"}))
         for name, extra in variants:
             r = asyncio.run(replay(str(path), files, args.requests, extra))
             results[name] = r
