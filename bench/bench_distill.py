@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "comparisons": comparisons,
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "cpus": os.cpu_count()},
-        "command": "python bench/bench_distill.py " + " ".join(args.argv),
+        "command": "python bench/bench_distill.py " + " ".join(_public_args(args.argv)),
     }
     print(format_table(results))
     print(json.dumps(comparisons, indent=1))
@@ -159,6 +159,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def _public_args(argv: list[str]) -> list[str]:
+    """The command line without machine-specific paths (``--work DIR``, ``--out FILE``)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--work", "--out"):
+            skip = True
+        else:
+            out.append(a)
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
