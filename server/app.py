@@ -110,6 +110,11 @@ class ProtegeServer(LanguageServer):
     def start_engine(self) -> None:
         """Load the model in a background thread; report a failure once via showMessage."""
         self.engine_ready.clear()
+        if not self.config.model and self.engine.state == "unloaded":
+            promoted = self._promoted_model()
+            if promoted is not None:
+                log.info("using this workspace's promoted student: %s", promoted)
+                self.engine.options.model = str(promoted)
         engine = self.engine
 
         def load() -> None:
@@ -146,6 +151,17 @@ class ProtegeServer(LanguageServer):
         timer = threading.Timer(grace_s, hard_exit)
         timer.daemon = True
         timer.start()
+
+    def _promoted_model(self) -> Any:
+        """The student `protege distill` promoted for this workspace, if there is one."""
+        from distill_code.workspace import promoted_model_dir
+        from server.features.workspace_index import workspace_root
+
+        root = workspace_root(self)
+        if root is None:
+            return None
+        candidate = promoted_model_dir(root)
+        return candidate if (candidate / "config.json").exists() else None
 
     # -- messages ------------------------------------------------------------------------
     def warn_once(self, key: str, message: str, kind: types.MessageType = types.MessageType.Warning) -> None:

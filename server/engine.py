@@ -176,13 +176,14 @@ class Engine:
                     reason = "cancelled"
                     break
                 if remaining:
-                    allowed = self.healer.allowed_tokens(remaining)
-                    idx = torch.as_tensor(allowed, dtype=torch.long)
-                    if idx.numel() == 0:
+                    # Token healing: only tokens consistent with the backed-off text (ids past the
+                    # model's output size are filtered by mask_logits).
+                    masked = self.healer.mask_logits(logits, remaining)
+                    if bool(torch.isinf(masked).all()):
                         remaining = ""  # nothing in the vocabulary fits: decode freely
                         next_id = int(torch.argmax(logits))
                     else:
-                        next_id = int(idx[int(torch.argmax(logits[idx]))])
+                        next_id = int(torch.argmax(masked))
                         remaining = self.healer.advance(remaining, next_id)
                 else:
                     next_id = int(torch.argmax(logits))
@@ -190,7 +191,9 @@ class Engine:
                     reason = "eos"
                     break
                 generated.append(next_id)
-                text = self.tokenizer.decode(generated, skip_special_tokens=False)
+                # The healer's decode keeps a SentencePiece first-token space that tokenizer.decode drops.
+                text = (self.healer.decode(generated) if self.healer is not None
+                        else self.tokenizer.decode(generated, skip_special_tokens=False))
                 if not remaining and (self._should_stop(text, heal_removed, mode, base_indent)
                                       or (extra_stop is not None and extra_stop(text))):
                     reason = "stop"
