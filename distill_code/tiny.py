@@ -49,50 +49,6 @@ def build_tiny_model_dir(out_dir: str | Path, shape: LlamaShape = TINY_SHAPE, vo
     return out
 
 
-def fit_tiny(model_dir: str | Path, texts: list[str], steps: int = 80, seq_len: int = 128, batch: int = 8,
-             lr: float = 3e-3, seed: int = 0) -> Path:
-    """Overfit a tiny model on ``texts`` (plain LM + FIM-formatted samples) so its output is code-like.
-
-    Tests need a real model that says something deterministic; a few dozen steps of real training
-    on the fixture files gets there in seconds.
-    """
-    import random
-
-    import torch
-
-    from distill_code.fim import template_for
-    from distill_code.modeling import load_causal_lm
-
-    model, tok = load_causal_lm(model_dir)
-    tmpl = template_for("starcoder")
-    rng = random.Random(seed)
-    samples: list[str] = []
-    for t in texts:
-        samples.append(t)
-        for _ in range(4):
-            a = rng.randrange(0, max(1, len(t) - 2))
-            b = min(len(t), a + rng.randrange(1, 80))
-            samples.append(tmpl.psm(t[:a], t[b:]) + t[a:b] + tmpl.eos)
-    ids: list[int] = []
-    for s in samples:
-        ids.extend(tok(s, add_special_tokens=False)["input_ids"])
-        ids.append(tok.eos_token_id)
-    data = torch.tensor(ids, dtype=torch.long)
-    torch.manual_seed(seed)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    for _ in range(steps):
-        starts = torch.randint(0, max(1, len(data) - seq_len - 1), (batch,))
-        x = torch.stack([data[s: s + seq_len] for s in starts])
-        loss = model(input_ids=x, labels=x).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    model.save_pretrained(str(model_dir))
-    return Path(model_dir)
-
-
 def fit_tiny_on_samples(model_dir: str | Path, samples: list[str], steps: int = 150, batch: int = 8,
                         lr: float = 1e-2, seed: int = 0) -> Path:
     """Overfit a tiny model on whole rendered samples (each a full prompt + answer), aligned at position 0.
