@@ -67,6 +67,10 @@ def session_events(files: list[Path], max_requests: int) -> list[tuple[Path, str
 
 async def replay(model: str, files: list[Path], max_requests: int, extra: dict[str, Any]) -> dict[str, Any]:
     client = LanguageClient("protege-bench", "0.1.0")
+
+    @client.feature(types.WINDOW_LOG_MESSAGE)
+    def log_message(params: types.LogMessageParams) -> None:
+        pass  # logs also go to the server's stderr
     await client.start_io(sys.executable, "-m", "server.cli", "serve", "--model", model)
     ws = Path(tempfile.mkdtemp(prefix="protege-bench-"))
     await client.initialize_async(types.InitializeParams(

@@ -45,6 +45,10 @@ async def run_demo(files: list[Path], model: str | None, per_file: int, workspac
         messages.append(params.message)
         print(f"  [server] {params.message}")
 
+    @client.feature(types.WINDOW_LOG_MESSAGE)
+    def log_message(params: types.LogMessageParams) -> None:
+        pass  # the server also logs to stderr; the demo prints only results
+
     cmd = [sys.executable, "-m", "server.cli", "serve"]
     if model:
         cmd += ["--model", model]
