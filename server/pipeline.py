@@ -173,17 +173,17 @@ class CompletionService:
                           generated_tokens=gen.tokens, reused_tokens=gen.reused_tokens,
                           prompt_tokens=gen.prompt_tokens, decode_s=gen.elapsed_s, context=prompt.context)
         if suggestion and self.screen is not None and self.config.screening.enabled:
-            self._apply_screen(outcome, text, line, character, language)
+            # The screen counts columns in code points (LSP sends UTF-16 units): that is the line prefix's length.
+            self._apply_screen(outcome, text, line, len(line_prefix), language)
         if outcome.text:
             self.cache.put(uri, prefix, suffix, outcome.text)
         outcome.latency_ms = (time.perf_counter() - t0) * 1000
         return outcome
 
     def _apply_screen(self, outcome: Outcome, text: str, line: int, character: int, language: str) -> None:
-        """Screen the suggestion; a blocked block falls back to its lines before the first finding."""
+        """Screen the suggestion (``character`` in code points); a blocked block falls back to its lines
+        before the first finding."""
         assert self.screen is not None
-        # The screen counts columns in code points; LSP positions are UTF-16 units.
-        character = utf16_to_index(text.split("\n")[line].rstrip("\r"), character)
         result = self.screen(text, line, character, outcome.text, language)
         self.screen_stats["screened"] += 1
         verdict = getattr(result, "verdict", "unscreened")
