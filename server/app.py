@@ -86,7 +86,7 @@ class ProtegeServer(LanguageServer):
     def _engine_options(self) -> EngineOptions:
         c = self.config
         return EngineOptions(model=c.model, family=c.family, dtype=c.dtype, quantize=c.quantize,
-                             allow_online=c.allow_online, threads=c.threads)
+                             allow_online=c.allow_online, threads=c.threads, decoder=c.decoder)
 
     def apply_options(self, raw: dict[str, Any] | None, source: str) -> None:
         """Merge wire options (init options or workspace settings) and reload what changed."""
@@ -98,8 +98,9 @@ class ProtegeServer(LanguageServer):
         old = self.config
         self.config = cfg
         self.service.reconfigure(cfg)
-        engine_changed = (old.model, old.family, old.dtype, old.quantize, old.allow_online, old.threads) != (
-            cfg.model, cfg.family, cfg.dtype, cfg.quantize, cfg.allow_online, cfg.threads)
+        engine_changed = (old.model, old.family, old.dtype, old.quantize, old.allow_online, old.threads,
+                          old.decoder) != (cfg.model, cfg.family, cfg.dtype, cfg.quantize, cfg.allow_online,
+                                           cfg.threads, cfg.decoder)
         if self.engine.state == "unloaded":
             self.engine.options = self._engine_options()
         elif engine_changed:
@@ -189,7 +190,8 @@ class ProtegeServer(LanguageServer):
             "version": VERSION,
             "model": {"path": e.model_path, "state": e.state, "error": e.error,
                       "family": e.template.family if e.template else None,
-                      "parameters": e.parameters(), "dtype": self.config.dtype, "quantize": self.config.quantize},
+                      "parameters": e.parameters(), "dtype": self.config.dtype, "quantize": self.config.quantize,
+                      "decoder": e.decoder_name},
             "engine": dict(e.stats),
             "cache": self.service.cache.stats(),
             "screening": {"enabled": self.config.screening.enabled, **self.service.screen_stats},

@@ -94,7 +94,7 @@ def _engine_opts(cfg: Any) -> Any:
     from server.engine import EngineOptions
 
     return EngineOptions(model=cfg.model, family=cfg.family, dtype=cfg.dtype, quantize=cfg.quantize,
-                         allow_online=cfg.allow_online, threads=cfg.threads)
+                         allow_online=cfg.allow_online, threads=cfg.threads, decoder=cfg.decoder)
 
 
 def _language_of(path: Path) -> str:

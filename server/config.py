@@ -44,6 +44,7 @@ class ProtegeConfig:
     family: str = "auto"  # FIM template family; "auto" detects it from the vocabulary
     dtype: Literal["float32", "bfloat16"] = "float32"
     quantize: Literal["none", "int8"] = "none"
+    decoder: Literal["auto", "transformers"] = "auto"  # "auto": lean decoder for Llama-family models
     allow_online: bool = False  # allow a hub id for `model` (never by default)
     threads: int = 0  # torch threads; 0 keeps torch's default
     max_new_tokens: int = 48

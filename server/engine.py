@@ -40,6 +40,7 @@ class EngineOptions:
     quantize: str = "none"
     allow_online: bool = False
     threads: int = 0
+    decoder: str = "auto"  # "auto": the lean decoder when it supports the model; "transformers": always HF
 
 
 @dataclass
@@ -65,8 +66,10 @@ class Engine:
         self.state: str = "unloaded"
         self.error: str | None = None
         self._lock = threading.Lock()
-        self._kv: Any = None
+        self._runner: Any = None  # FastDecoder or TransformersDecoder: one cached sequence
         self._kv_ids: list[int] = []
+        self.decoder_name = ""
+        self._n_params = 0
         self._stop_ids: set[int] = set()
         self.healer: Any = None
         self.stats = {"requests": 0, "generated_tokens": 0, "reused_tokens": 0, "prompt_tokens": 0,
@@ -88,12 +91,28 @@ class Engine:
             if self.options.threads > 0:
                 torch.set_num_threads(self.options.threads)
             model, tok = load_causal_lm(path, dtype=self.options.dtype, allow_online=self.options.allow_online)
+            if self.options.quantize == "int8" and self.options.dtype != "float32":
+                log.warning("int8 dynamic quantization needs float32 weights; converting from %s",
+                            self.options.dtype)
+                model = model.float()
+            self._n_params = sum(p.numel() for p in model.parameters())
+            runner: Any = None
+            from server.fastdecode import FastDecoder, TransformersDecoder, unsupported_reason
+            if self.options.decoder == "auto":
+                why = unsupported_reason(model)
+                if why is None:
+                    max_len = max(int(getattr(model.config, "max_position_embeddings", 0) or 0), 4096)
+                    runner = FastDecoder(model, max_len=max_len)
+                    self.decoder_name = "fast"
+                else:
+                    log.info("lean decoder declined (%s); decoding with transformers", why)
+            if runner is None:
+                runner = TransformersDecoder(model)
+                self.decoder_name = "transformers"
             if self.options.quantize == "int8":
-                if self.options.dtype != "float32":
-                    log.warning("int8 dynamic quantization needs float32 weights; converting from %s",
-                                self.options.dtype)
-                    model = model.float()
-                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+                runner = torch.ao.quantization.quantize_dynamic(runner, {torch.nn.Linear}, dtype=torch.qint8)
+            # The HF module is kept only when it is what decodes: the lean decoder holds fused copies.
+            model = runner.model if isinstance(runner, TransformersDecoder) else None
             vocab = set(tok.get_vocab())
             self.template = template_for(self.options.family, vocab)
             self._stop_ids = {
@@ -102,11 +121,12 @@ class Engine:
             }
             if tok.eos_token_id is not None:
                 self._stop_ids.add(int(tok.eos_token_id))
-            self.model, self.tokenizer = model, tok
+            self.model, self.tokenizer, self._runner = model, tok, runner
+            self._kv_ids = []
             self.state = "ready"
             self.error = None
-            log.info("loaded %s (%s, quantize=%s, template=%s)", path, self.options.dtype,
-                     self.options.quantize, self.template.family)
+            log.info("loaded %s (%s, quantize=%s, template=%s, decoder=%s)", path, self.options.dtype,
+                     self.options.quantize, self.template.family, self.decoder_name)
         except ModelLoadError as exc:
             self.state, self.error = "error", str(exc)
         except Exception as exc:  # a broken checkpoint must not take the server down
@@ -117,33 +137,23 @@ class Engine:
         return self.state == "ready"
 
     def parameters(self) -> int:
-        if self.model is None:
-            return 0
-        return sum(p.numel() for p in self.model.parameters())
+        return self._n_params if self._runner is not None else 0
 
     # -- decoding ------------------------------------------------------------------------
     def _prefill(self, prompt_ids: list[int]) -> tuple[torch.Tensor, int]:
         """Run the prompt through the model reusing the cached prefix; returns last logits, reused."""
-        import torch
-        from transformers import DynamicCache
-
         reuse = 0
-        if self._kv is not None:
-            limit = min(len(self._kv_ids), len(prompt_ids) - 1)
-            while reuse < limit and self._kv_ids[reuse] == prompt_ids[reuse]:
-                reuse += 1
-        if reuse == 0 or self._kv is None:
-            self._kv = DynamicCache()
-            reuse = 0
+        limit = min(len(self._kv_ids), len(prompt_ids) - 1)
+        while reuse < limit and self._kv_ids[reuse] == prompt_ids[reuse]:
+            reuse += 1
+        if reuse == 0:
+            self._runner.reset()
         else:
-            drop = self._kv.get_seq_length() - reuse
-            if drop > 0:
-                self._kv.crop(-drop)  # transformers 5: a negative count removes that many tokens
-        new = torch.tensor([prompt_ids[reuse:]], dtype=torch.long)
-        out = self.model(input_ids=new, past_key_values=self._kv, use_cache=True)
-        self._kv = out.past_key_values
+            self._runner.crop(reuse)
+        self._kv_ids = []  # unknown until the forward succeeds
+        logits = self._runner(prompt_ids[reuse:])
         self._kv_ids = list(prompt_ids)
-        return out.logits[0, -1].float(), reuse
+        return logits, reuse
 
     def generate(self, prompt_ids: list[int], max_new_tokens: int, mode: Mode = "block",
                  cancel: threading.Event | None = None, heal_removed: str = "",
@@ -165,7 +175,7 @@ class Engine:
             try:
                 logits, reused = self._prefill(prompt_ids)
             except Exception:
-                self._kv, self._kv_ids = None, []
+                self._runner.reset()
                 raise
             generated: list[int] = []
             remaining = heal_removed if (heal_removed and self.healer is not None) else ""
@@ -198,10 +208,8 @@ class Engine:
                                       or (extra_stop is not None and extra_stop(text))):
                     reason = "stop"
                     break
-                out = self.model(input_ids=torch.tensor([[next_id]]), past_key_values=self._kv, use_cache=True)
-                self._kv = out.past_key_values
+                logits = self._runner([next_id])
                 self._kv_ids.append(next_id)
-                logits = out.logits[0, -1].float()
             if heal_removed and self.healer is not None:
                 text = self.healer.strip(text, heal_removed)
             elapsed = time.perf_counter() - t0
@@ -231,3 +239,4 @@ class Engine:
             if ln.strip() and (len(ln) - len(ln.lstrip())) < base_indent:
                 return True
         return False
+
