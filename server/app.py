@@ -86,7 +86,8 @@ class ProtegeServer(LanguageServer):
     def _engine_options(self) -> EngineOptions:
         c = self.config
         return EngineOptions(model=c.model, family=c.family, dtype=c.dtype, quantize=c.quantize,
-                             allow_online=c.allow_online, threads=c.threads, decoder=c.decoder)
+                             allow_online=c.allow_online, threads=c.threads, decoder=c.decoder,
+                             draft_tokens=c.draft_tokens)
 
     def apply_options(self, raw: dict[str, Any] | None, source: str) -> None:
         """Merge wire options (init options or workspace settings) and reload what changed."""
@@ -99,8 +100,9 @@ class ProtegeServer(LanguageServer):
         self.config = cfg
         self.service.reconfigure(cfg)
         engine_changed = (old.model, old.family, old.dtype, old.quantize, old.allow_online, old.threads,
-                          old.decoder) != (cfg.model, cfg.family, cfg.dtype, cfg.quantize, cfg.allow_online,
-                                           cfg.threads, cfg.decoder)
+                          old.decoder, old.draft_tokens) != (cfg.model, cfg.family, cfg.dtype, cfg.quantize,
+                                                             cfg.allow_online, cfg.threads, cfg.decoder,
+                                                             cfg.draft_tokens)
         if self.engine.state == "unloaded":
             self.engine.options = self._engine_options()
         elif engine_changed:

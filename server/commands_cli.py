@@ -94,7 +94,8 @@ def _engine_opts(cfg: Any) -> Any:
     from server.engine import EngineOptions
 
     return EngineOptions(model=cfg.model, family=cfg.family, dtype=cfg.dtype, quantize=cfg.quantize,
-                         allow_online=cfg.allow_online, threads=cfg.threads, decoder=cfg.decoder)
+                         allow_online=cfg.allow_online, threads=cfg.threads, decoder=cfg.decoder,
+                         draft_tokens=cfg.draft_tokens)
 
 
 def _language_of(path: Path) -> str:

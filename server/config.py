@@ -42,9 +42,11 @@ class ProtegeConfig:
 
     model: str | None = None  # None: the shipped starter student
     family: str = "auto"  # FIM template family; "auto" detects it from the vocabulary
+    fim_layout: Literal["auto", "psm", "spm"] = "auto"  # "auto": spm when the model card says it was trained on it
     dtype: Literal["float32", "bfloat16"] = "float32"
     quantize: Literal["none", "int8"] = "none"
     decoder: Literal["auto", "transformers"] = "auto"  # "auto": lean decoder for Llama-family models
+    draft_tokens: int = 8  # prompt-lookup speculative decoding: draft length (0 turns it off)
     allow_online: bool = False  # allow a hub id for `model` (never by default)
     threads: int = 0  # torch threads; 0 keeps torch's default
     max_new_tokens: int = 48
@@ -62,6 +64,7 @@ class ProtegeConfig:
 
 _RANGES: dict[str, tuple[float, float]] = {
     "threads": (0, 256),
+    "draft_tokens": (0, 64),
     "max_new_tokens": (1, 1024),
     "max_new_tokens_line": (1, 256),
     "context_tokens": (64, 131072),

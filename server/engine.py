@@ -41,6 +41,7 @@ class EngineOptions:
     allow_online: bool = False
     threads: int = 0
     decoder: str = "auto"  # "auto": the lean decoder when it supports the model; "transformers": always HF
+    draft_tokens: int = 8  # prompt-lookup speculation: tokens verified per forward (0: one token per forward)
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Engine:
         self._runner: Any = None  # FastDecoder or TransformersDecoder: one cached sequence
         self._kv_ids: list[int] = []
         self.decoder_name = ""
+        self.spm_rate = 0.0  # share of suffix-prefix-middle examples in training, from the model's card.json
         self._n_params = 0
         self._stop_ids: set[int] = set()
         self.healer: Any = None
@@ -121,6 +123,7 @@ class Engine:
             }
             if tok.eos_token_id is not None:
                 self._stop_ids.add(int(tok.eos_token_id))
+            self.spm_rate = _card_spm_rate(Path(path))
             self.model, self.tokenizer, self._runner = model, tok, runner
             self._kv_ids = []
             self.state = "ready"
@@ -181,35 +184,67 @@ class Engine:
             remaining = heal_removed if (heal_removed and self.healer is not None) else ""
             reason = "length"
             text = ""
-            for _ in range(max_new_tokens):
-                if cancel is not None and cancel.is_set():
-                    reason = "cancelled"
-                    break
-                if remaining:
-                    # Token healing: only tokens consistent with the backed-off text (ids past the
-                    # model's output size are filtered by mask_logits).
-                    masked = self.healer.mask_logits(logits, remaining)
-                    if bool(torch.isinf(masked).all()):
-                        remaining = ""  # nothing in the vocabulary fits: decode freely
-                        next_id = int(torch.argmax(logits))
+            drafter = _NgramDrafter(prompt_ids) if self.options.draft_tokens > 0 else None
+            # Draft tokens already run through the model, each with the logits that follow it.
+            verified: list[tuple[int, torch.Tensor]] = []
+            self.stats.setdefault("drafted_tokens", 0)
+            self.stats.setdefault("accepted_tokens", 0)
+            try:
+                while len(generated) < max_new_tokens:
+                    if cancel is not None and cancel.is_set():
+                        reason = "cancelled"
+                        break
+                    if remaining:
+                        # Token healing: only tokens consistent with the backed-off text (ids past the
+                        # model's output size are filtered by mask_logits).
+                        masked = self.healer.mask_logits(logits, remaining)
+                        if bool(torch.isinf(masked).all()):
+                            remaining = ""  # nothing in the vocabulary fits: decode freely
+                            next_id = int(torch.argmax(logits))
+                        else:
+                            next_id = int(torch.argmax(masked))
+                            remaining = self.healer.advance(remaining, next_id)
                     else:
-                        next_id = int(torch.argmax(masked))
-                        remaining = self.healer.advance(remaining, next_id)
-                else:
-                    next_id = int(torch.argmax(logits))
-                if next_id in self._stop_ids:
-                    reason = "eos"
-                    break
-                generated.append(next_id)
-                # The healer's decode keeps a SentencePiece first-token space that tokenizer.decode drops.
-                text = (self.healer.decode(generated) if self.healer is not None
-                        else self.tokenizer.decode(generated, skip_special_tokens=False))
-                if not remaining and (self._should_stop(text, heal_removed, mode, base_indent)
-                                      or (extra_stop is not None and extra_stop(text))):
-                    reason = "stop"
-                    break
-                logits = self._runner([next_id])
-                self._kv_ids.append(next_id)
+                        next_id = int(torch.argmax(logits))
+                    if next_id in self._stop_ids:
+                        reason = "eos"
+                        break
+                    generated.append(next_id)
+                    # The healer's decode keeps a SentencePiece first-token space that tokenizer.decode drops.
+                    text = (self.healer.decode(generated) if self.healer is not None
+                            else self.tokenizer.decode(generated, skip_special_tokens=False))
+                    if not remaining and (self._should_stop(text, heal_removed, mode, base_indent)
+                                          or (extra_stop is not None and extra_stop(text))):
+                        reason = "stop"
+                        break
+                    if len(generated) >= max_new_tokens:
+                        break
+                    if drafter is not None:
+                        drafter.append(next_id)
+                    if verified and verified[0][0] == next_id:
+                        # The model already saw this token as a draft: its K/V are cached.
+                        _, logits = verified.pop(0)
+                        self._kv_ids.append(next_id)
+                        self.stats["accepted_tokens"] += 1
+                        continue
+                    if verified:  # a draft was rejected: drop its K/V (and everything after it)
+                        verified = []
+                        self._runner.crop(len(self._kv_ids))
+                    draft = [] if drafter is None or remaining else drafter.propose(self.options.draft_tokens)
+                    if draft:
+                        rows = self._runner([next_id, *draft], all_logits=True)
+                        logits = rows[0]
+                        verified = list(zip(draft, rows[1:], strict=True))
+                        self.stats["drafted_tokens"] += len(draft)
+                    else:
+                        logits = self._runner([next_id])
+                    self._kv_ids.append(next_id)
+            except Exception:
+                self._runner.reset()  # the cache no longer matches _kv_ids
+                self._kv_ids = []
+                raise
+            if verified:
+                self._runner.crop(len(self._kv_ids))
             if heal_removed and self.healer is not None:
                 text = self.healer.strip(text, heal_removed)
             elapsed = time.perf_counter() - t0
@@ -240,3 +275,46 @@ class Engine:
                 return True
         return False
 
+
+
+def _card_spm_rate(model_dir: Path) -> float:
+    """The suffix-prefix-middle share recorded in a Protege model card (0 when unknown)."""
+    import json
+
+    try:
+        card = json.loads((model_dir / "card.json").read_text(encoding="utf-8"))
+        return float(card.get("spm_rate", 0.0)) if isinstance(card, dict) else 0.0
+    except (OSError, ValueError, TypeError):
+        return 0.0
+
+
+class _NgramDrafter:
+    """Prompt-lookup drafts: after the sequence's last n tokens (n = 3, then 2), propose what followed
+    their most recent earlier occurrence. Code repeats its identifiers and idioms, so these drafts
+    are often right, and on a memory-bound CPU verifying eight tokens costs little more than one."""
+
+    def __init__(self, seq: list[int], orders: tuple[int, ...] = (3, 2)) -> None:
+        self.seq = list(seq)
+        self.orders = orders
+        self.maps: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in orders}
+        self.indexed = 0
+
+    def append(self, token: int) -> None:
+        self.seq.append(token)
+
+    def propose(self, k: int) -> list[int]:
+        seq, end = self.seq, len(self.seq)
+        # Index every n-gram whose continuation is known (it ends before the last token).
+        for j in range(self.indexed, end):
+            for n, table in self.maps.items():
+                if j >= n:
+                    table[tuple(seq[j - n: j])] = j
+        self.indexed = end
+        for n in self.orders:
+            if end >= n:
+                at = self.maps[n].get(tuple(seq[end - n:]))
+                if at is not None:
+                    # A match that runs into the present is a repeating pattern: continue its period.
+                    period = end - at
+                    return [seq[at + i % period] for i in range(k)] if at + k > end else seq[at: at + k]
+        return []

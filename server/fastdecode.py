@@ -18,7 +18,7 @@ anything else, so the engine can fall back to ``transformers``. The result is ch
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -84,8 +84,8 @@ class _Layer(nn.Module):
         self.o = a.o_proj
         self.gate_up = _fused([m.gate_proj, m.up_proj])
         self.down = m.down_proj
-        self.ln1 = layer.input_layernorm.weight.detach()
-        self.ln2 = layer.post_attention_layernorm.weight.detach()
+        self.ln1: torch.Tensor = layer.input_layernorm.weight.detach()
+        self.ln2: torch.Tensor = layer.post_attention_layernorm.weight.detach()
 
 
 class FastDecoder(nn.Module):
@@ -111,7 +111,6 @@ class FastDecoder(nn.Module):
         self.layers = nn.ModuleList(_Layer(layer) for layer in inner.layers)
         self.norm = inner.norm.weight.detach()
         self.lm_head = model.lm_head
-        dtype = self.embed.dtype
         # Rotary tables exactly as the model's own rotary module computes them (inv_freq already
         # carries linear/llama3 scaling; attention_scaling multiplies cos and sin).
         rot = inner.rotary_emb
@@ -162,8 +161,9 @@ class FastDecoder(nn.Module):
         return x * cos + rotated * sin
 
     @torch.inference_mode()
-    def forward(self, ids: list[int]) -> torch.Tensor:
-        """Append ``ids`` to the cached sequence; return the logits after the last one (float32)."""
+    def forward(self, ids: list[int], all_logits: bool = False) -> torch.Tensor:
+        """Append ``ids`` to the cached sequence; return the logits after the last one (float32), or
+        after each of them (``[len(ids), vocab]``) with ``all_logits``."""
         n = len(ids)
         start = self.length
         end = start + n
@@ -178,7 +178,7 @@ class FastDecoder(nn.Module):
             # Row i (absolute position start+i) sees every key up to and including itself.
             mask = torch.ones(n, end, dtype=torch.bool).tril(diagonal=start)
         hd, nh, nkv = self.head_dim, self.n_heads, self.n_kv
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(cast("list[_Layer]", self.layers)):
             h = self._rms(x, layer.ln1)
             qkv = layer.qkv(h)
             q = qkv[:, : self.q_size].view(n, nh, hd).transpose(0, 1)
@@ -205,8 +205,9 @@ class FastDecoder(nn.Module):
             gu = layer.gate_up(h)
             x = x + layer.down(F.silu(gu[:, : self.inter]) * gu[:, self.inter:])
         self.length = end
-        last = self._rms(x[-1:], self.norm)
-        return self.lm_head(last)[0].float()
+        if all_logits:
+            return self.lm_head(self._rms(x, self.norm)).float()
+        return self.lm_head(self._rms(x[-1:], self.norm))[0].float()
 
 
 class TransformersDecoder(nn.Module):
@@ -231,7 +232,7 @@ class TransformersDecoder(nn.Module):
         self.length = min(self.length, length)
 
     @torch.inference_mode()
-    def forward(self, ids: list[int]) -> torch.Tensor:
+    def forward(self, ids: list[int], all_logits: bool = False) -> torch.Tensor:
         from transformers import DynamicCache
 
         if not ids:
@@ -241,4 +242,4 @@ class TransformersDecoder(nn.Module):
         out = self.model(input_ids=torch.tensor([ids], dtype=torch.long), past_key_values=self.kv, use_cache=True)
         self.kv = out.past_key_values
         self.length += len(ids)
-        return out.logits[0, -1].float()
+        return out.logits[0].float() if all_logits else out.logits[0, -1].float()

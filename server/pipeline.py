@@ -98,8 +98,11 @@ class CompletionService:
         if self._builder is None:
             assert self.engine.template is not None
             c = self.config
+            layout = c.fim_layout
+            if layout == "auto":
+                layout = "spm" if self.engine.spm_rate >= 0.25 else "psm"
             self._builder = PromptBuilder(self.engine.tokenizer, self.engine.template, c.context_tokens,
-                                          c.prefix_share, c.suffix_share)
+                                          c.prefix_share, c.suffix_share, layout=layout)
         return self._builder
 
     def healer(self) -> Any:

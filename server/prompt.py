@@ -4,7 +4,9 @@ The layout comes from ``distill_code.fim`` so serving matches training. Budgets 
 Continue-style shares: the suffix is capped at ``suffix_share`` of the budget, the prefix is
 guaranteed ``prefix_share``, retrieved context takes what is left and the prefix gets the rest.
 The prefix window starts on a stable line boundary so that consecutive prompts share a long
-token prefix and the engine can reuse its KV cache while the user types.
+token prefix and the engine can reuse its KV cache while the user types; with the
+suffix-prefix-middle layout (for models trained on it) the suffix is also before the cursor's
+new characters, so only those are recomputed.
 """
 
 from __future__ import annotations
@@ -42,7 +44,10 @@ class PromptBuilder:
     """Builds token-budgeted FIM prompts for one tokenizer and template."""
 
     def __init__(self, tokenizer: Any, template: FimTemplate, budget_tokens: int = 1024,
-                 prefix_share: float = 0.3, suffix_share: float = 0.2) -> None:
+                 prefix_share: float = 0.3, suffix_share: float = 0.2, layout: str = "psm") -> None:
+        if layout not in ("psm", "spm"):
+            raise ValueError(f"FIM layout must be 'psm' or 'spm', got {layout!r}")
+        self.layout = layout
         self.tok = tokenizer
         self.template = template
         self.budget = budget_tokens
@@ -106,7 +111,10 @@ class PromptBuilder:
             context_text += block
             spent += cost
         prefix_fit = self._fit_prefix(prefix, budget - used_suffix - spent)
-        text = self.template.psm(prefix_fit, suffix_fit, context_text)
+        # SPM puts the suffix first: while the user types, everything before the cursor's new
+        # characters is unchanged, so the engine reuses nearly the whole KV cache.
+        render = self.template.spm if self.layout == "spm" else self.template.psm
+        text = render(prefix_fit, suffix_fit, context_text)
         ids = self.tok(text, add_special_tokens=False)["input_ids"]
         return Prompt(text=text, ids=list(ids), prefix=prefix_fit, suffix=suffix_fit, context=chosen,
                       heal_removed=heal_removed, suffix_trim=suffix_trim)
