@@ -193,7 +193,7 @@ class ProtegeServer(LanguageServer):
             "model": {"path": e.model_path, "state": e.state, "error": e.error,
                       "family": e.template.family if e.template else None,
                       "parameters": e.parameters(), "dtype": self.config.dtype, "quantize": self.config.quantize,
-                      "decoder": e.decoder_name},
+                      "decoder": e.decoder_name, "fimLayout": self.service.layout()},
             "engine": dict(e.stats),
             "cache": self.service.cache.stats(),
             "screening": {"enabled": self.config.screening.enabled, **self.service.screen_stats},

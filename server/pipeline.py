@@ -105,6 +105,10 @@ class CompletionService:
                                           c.prefix_share, c.suffix_share, layout=layout)
         return self._builder
 
+    def layout(self) -> str | None:
+        """The FIM layout prompts use ("psm" or "spm"), once the model is loaded."""
+        return self.builder.layout if self.engine.ready else None
+
     def healer(self) -> Any:
         """The token healer for the engine's tokenizer (built once), or None when healing is off."""
         if not self.config.healing:

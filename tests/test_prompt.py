@@ -67,3 +67,27 @@ def test_split_at_utf16_and_errors() -> None:
         split_at(text, 1, 9)
     with pytest.raises(PositionError):
         split_at(text, -1, 0)
+
+
+def _shared(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def test_spm_layout_keeps_everything_before_the_typed_characters_cacheable(tok) -> None:
+    cut = SOURCE.index("def generate") + len("def gen")
+    prefix, suffix = SOURCE[:cut], SOURCE[cut:]
+    spm = PromptBuilder(tok, template_for("starcoder"), budget_tokens=512, layout="spm")
+    psm = PromptBuilder(tok, template_for("starcoder"), budget_tokens=512)
+    p1, p2 = spm.build(prefix, suffix), spm.build(prefix + "era", suffix)
+    assert p1.text.startswith("<fim_prefix><fim_suffix>" + p1.suffix + "<fim_middle>")
+    assert p1.text.endswith(p1.prefix) and SOURCE[:cut].endswith(p1.prefix)
+    # Typing three characters changes only the prompt's last tokens with SPM; with PSM the whole
+    # suffix after the cursor must be recomputed.
+    assert len(p2.ids) - _shared(p1.ids, p2.ids) <= 4
+    q1, q2 = psm.build(prefix, suffix), psm.build(prefix + "era", suffix)
+    assert len(q2.ids) - _shared(q1.ids, q2.ids) > psm.count(q1.suffix)
+    with pytest.raises(ValueError, match="layout"):
+        PromptBuilder(tok, template_for("starcoder"), layout="mps")

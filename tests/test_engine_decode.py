@@ -1,0 +1,59 @@
+"""The engine's decode loop on a real model: prompt-lookup drafts change speed, never the output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from server.engine import Engine, EngineOptions, _NgramDrafter
+
+
+def test_drafter_proposes_what_followed_the_last_ngram_and_continues_repeats() -> None:
+    d = _NgramDrafter([1, 2, 3, 4, 5, 9, 9, 1, 2, 3])
+    assert d.propose(3) == [4, 5, 9]  # "1 2 3" was followed by "4 5 9"
+    d.append(7)
+    assert d.propose(3) == []  # "2 3 7" and "3 7" never occurred
+    r = _NgramDrafter([8, 6, 6, 6])
+    assert r.propose(4) == [6, 6, 6, 6]  # a run continues with its period
+
+
+@pytest.mark.parametrize("decoder", ["auto", "transformers"])
+def test_drafts_are_accepted_and_greedy_output_is_unchanged(fitted_model_dir: Path, decoder: str) -> None:
+    plain = Engine(EngineOptions(model=str(fitted_model_dir), draft_tokens=0, decoder=decoder))
+    fast = Engine(EngineOptions(model=str(fitted_model_dir), draft_tokens=8, decoder=decoder))
+    plain.load()
+    fast.load()
+    assert plain.ready and fast.ready, (plain.error, fast.error)
+    assert fast.decoder_name == ("fast" if decoder == "auto" else "transformers")
+    tok = fast.tokenizer
+    source = (Path(__file__).parent / "fixtures" / "server" / "inventory.py").read_text(encoding="utf-8")
+    texts = []
+    for cut in (source.index("def total"), source.index("def archive") + 4, len(source) // 3, len(source) // 2):
+        ids = tok(source[:cut], add_special_tokens=False)["input_ids"]
+        a = plain.generate(ids, 40, mode="block")
+        b = fast.generate(ids, 40, mode="block")
+        assert b.token_ids == a.token_ids and b.text == a.text
+        texts.append(b.text)
+        # The cache is consistent after drafts: a follow-up that extends the prompt matches too.
+        more = ids + a.token_ids[:3]
+        assert fast.generate(more, 20).token_ids == plain.generate(more, 20).token_ids
+    assert fast.stats["drafted_tokens"] > 0 and fast.stats["accepted_tokens"] > 0
+    assert "drafted_tokens" not in plain.stats or plain.stats["drafted_tokens"] == 0
+    assert any(t.strip() for t in texts)
+
+
+def test_spm_rate_comes_from_the_model_card(tiny_model_dir: Path, tmp_path: Path) -> None:
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    e = Engine(EngineOptions(model=str(model)))
+    e.load()
+    assert e.spm_rate == 0.0
+    (model / "card.json").write_text(json.dumps({"spm_rate": 0.5}))
+    e.load()
+    assert e.spm_rate == 0.5
+    (model / "card.json").write_text("{not json")
+    e.load()
+    assert e.ready and e.spm_rate == 0.0
