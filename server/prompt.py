@@ -57,6 +57,14 @@ class PromptBuilder:
     def count(self, text: str) -> int:
         return len(self.tok(text, add_special_tokens=False)["input_ids"]) if text else 0
 
+    def _token_starts(self, text: str) -> list[int] | None:
+        """Character offset where each token of ``text`` starts (None for tokenizers without offsets)."""
+        try:
+            enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        except (NotImplementedError, ValueError, TypeError):
+            return None
+        return [int(a) for a, _ in enc["offset_mapping"]]
+
     def _fit_prefix(self, prefix: str, budget: int) -> str:
         """Longest tail of ``prefix`` that fits ``budget`` tokens and starts on a stable line."""
         if budget <= 0:
@@ -66,6 +74,19 @@ class PromptBuilder:
         n = len(lines)
         start = max(0, n - 1 - (budget * 8) // 40)
         start -= start % WINDOW_STEP_LINES
+        # One tokenization with offsets estimates every candidate window; the chosen one is then
+        # counted exactly (a window boundary can merge two tokens, so the estimate may be off by one).
+        starts = self._token_starts("\n".join(lines[start:]))
+        if starts is not None:
+            import bisect
+
+            offset, line_at = 0, {}
+            for i in range(start, n):
+                line_at[i] = offset
+                offset += len(lines[i]) + 1
+            total = len(starts)
+            while start < n - 1 and total - bisect.bisect_left(starts, line_at[start]) > budget:
+                start = min(n - 1, start + WINDOW_STEP_LINES - start % WINDOW_STEP_LINES)
         while True:
             candidate = "\n".join(lines[start:])
             if self.count(candidate) <= budget:
@@ -83,6 +104,18 @@ class PromptBuilder:
         lines = suffix.split("\n")
         # Approximate then trim by whole lines from the end.
         keep = lines[: max(1, (budget * 8) // 40)]
+        starts = self._token_starts("\n".join(keep))
+        if starts is not None and len(starts) > budget:
+            # Lines whose text ends before the first token past the budget: an estimate, checked below.
+            limit = starts[budget]
+            offset, fit = 0, 0
+            for i, ln in enumerate(keep):
+                offset += len(ln)
+                if offset > limit:
+                    break
+                fit = i + 1
+                offset += 1
+            keep = keep[: max(fit, 0)]
         while keep and self.count("\n".join(keep)) > budget:
             keep = keep[:-1]
         return "\n".join(keep)
