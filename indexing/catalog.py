@@ -191,6 +191,17 @@ class Catalog:
                 out.setdefault(th, cid)
         return out
 
+    def flags_by_text_hash(self, text_hashes: list[str]) -> dict[str, str]:
+        """text_hash -> the security flags stored with a chunk of that text."""
+        out: dict[str, str] = {}
+        for start in range(0, len(text_hashes), 500):
+            part = text_hashes[start:start + 500]
+            marks = ",".join("?" * len(part))
+            for th, flags in self.db.execute(
+                    f"SELECT text_hash, flags FROM chunks WHERE text_hash IN ({marks})", part):  # noqa: S608
+                out.setdefault(th, flags)
+        return out
+
     def chunks_by_ids(self, ids: list[str]) -> dict[str, ChunkRow]:
         out: dict[str, ChunkRow] = {}
         for start in range(0, len(ids), 500):

@@ -38,6 +38,18 @@ _SCREEN_LANGUAGE = {"python": "python", "javascript": "javascript", "typescript"
                     "tsx": "typescriptreact"}
 
 
+def _index_policy() -> Any:
+    """The screen's default policy minus its secrets scan: the indexer masks secrets itself, first."""
+    try:
+        from security.policy import Policy
+    except Exception:  # noqa: BLE001
+        return None
+    return Policy(check_secrets=False)
+
+
+_INDEX_POLICY = _index_policy()
+
+
 def _screen() -> Callable[..., Any] | None:
     """security.screen.screen_text when the security package is importable (it is optional for indexing)."""
     try:
@@ -205,25 +217,68 @@ class Updater:
             language = "text"
             parsed = chunk_file(clean, "text", entry.rel, self.limits)
         secret_lines = {f.line for f in findings}
-        insecure = self._insecure_lines(clean, language, entry.rel)
-        ids, inputs, hashes, flags = [], [], [], []
+        ids, inputs, hashes = [], [], []
         for n, chunk in enumerate(parsed.chunks):
             ids.append(hashlib.sha1(f"{entry.rel}\0{digest}\0{n}".encode()).hexdigest()[:24])
             inp = embed_input(entry.rel, chunk)
             inputs.append(inp)
             hashes.append(hashlib.sha1(inp.encode("utf-8")).hexdigest())
-            chunk_flags = sorted({rule for line, rule in insecure if chunk.start_line <= line <= chunk.end_line})
+        rules = self._chunk_rules(clean, language, entry.rel, parsed.chunks, hashes, old is not None)
+        flags = []
+        for chunk, chunk_rules in zip(parsed.chunks, rules, strict=True):
+            chunk_flags = list(chunk_rules)
             if MASK in chunk.text or any(chunk.start_line <= ln <= chunk.end_line for ln in secret_lines):
                 chunk_flags.insert(0, "secret-redacted")
             flags.append(",".join(chunk_flags))
         return _Prepared(entry, digest, language, parsed, ids, inputs, hashes, flags)
+
+    def _chunk_rules(self, text: str, language: str, rel: str, chunks: list[Chunk], hashes: list[str],
+                     known_file: bool) -> list[list[str]]:
+        """Security rule ids per chunk. When a known file changes, chunks whose text is unchanged keep
+        the rules the catalog holds for that text and only new chunks are screened, each on its own:
+        an edit costs one function's screen, not the whole file's."""
+        out: list[list[str]] = [[] for _ in chunks]
+        if self.screen is None or _SCREEN_LANGUAGE.get(language) is None:
+            return out
+        previous = self.catalog.flags_by_text_hash(hashes) if known_file else {}
+        new = [n for n, h in enumerate(hashes) if h not in previous]
+        for n, h in enumerate(hashes):
+            if h in previous:
+                out[n] = [f for f in previous[h].split(",") if f and f != "secret-redacted"]
+        if not new:
+            return out
+        if len(new) * 2 <= len(chunks):
+            screened = [self._screen_chunk(chunks[n], language, rel) for n in new]
+            if all(r is not None for r in screened):
+                for n, r in zip(new, screened, strict=True):
+                    out[n] = r or []
+                return out
+        insecure = self._insecure_lines(text, language, rel)
+        for n in new:
+            c = chunks[n]
+            out[n] = sorted({rule for line, rule in insecure if c.start_line <= line <= c.end_line})
+        return out
+
+    def _screen_chunk(self, chunk: Chunk, language: str, rel: str) -> list[str] | None:
+        """Rule ids found in one chunk's text, or None when it cannot be screened alone (it does not parse)."""
+        import textwrap
+
+        assert self.screen is not None
+        try:
+            result = self.screen(textwrap.dedent(chunk.text), _SCREEN_LANGUAGE[language], _INDEX_POLICY)
+        except Exception as exc:  # noqa: BLE001 - the screen is advisory here
+            log.info("security screen failed on a chunk of %s: %s", rel, exc)
+            return None
+        if getattr(result, "verdict", "") == "unscreened":
+            return None
+        return sorted({f.test_id for f in getattr(result, "findings", []) if f.source != "secrets"})
 
     def _insecure_lines(self, text: str, language: str, rel: str) -> list[tuple[int, str]]:
         lang = _SCREEN_LANGUAGE.get(language)
         if self.screen is None or lang is None:
             return []
         try:
-            result = self.screen(text, lang)
+            result = self.screen(text, lang, _INDEX_POLICY)
         except Exception as exc:  # noqa: BLE001 - the screen is advisory here
             log.info("security screen failed on %s: %s", rel, exc)
             return []

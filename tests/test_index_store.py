@@ -255,3 +255,37 @@ def test_orphans_from_an_interrupted_write_are_removed(tmp_path: Path) -> None:
 def test_open_rejects_a_missing_workspace(tmp_path: Path) -> None:
     with pytest.raises(NotADirectoryError, match="not a directory"):
         RepoIndex.open(tmp_path / "nope")
+
+
+def test_an_edit_rescreens_only_new_chunks_and_keeps_the_other_flags(tmp_path: Path) -> None:
+    pytest.importorskip("security.screen")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    doc = '    """' + "Explains at length what this function does, so that it is a chunk of its own. " * 6 + '"""\n'
+    helpers = "\n\n".join(f"def helper_{i}(value):\n{doc}    total = value * {i}\n    return total + {i}\n"
+                            for i in range(6))
+    risky = f"def run_report(command):\n{doc}    return subprocess.call(command, shell=True)\n"
+    (ws / "tools.py").write_text("import subprocess\n\n\n" + risky + "\n\n" + helpers)
+    index = RepoIndex(ws, IndexConfig(cache_dir=str(tmp_path / "cache")))
+    try:
+        index.update()
+        calls: list[str] = []
+        screen = index._updater.screen
+        assert screen is not None
+
+        def counting(text: str, *args: object, **kw: object) -> object:
+            calls.append(text)
+            return screen(text, *args, **kw)
+
+        index._updater.screen = counting
+        unsafe = f"def load_state(blob):\n{doc}    import pickle\n    return pickle.loads(blob)\n"
+        (ws / "tools.py").write_text("import subprocess\n\n\n" + risky + "\n\n" + helpers + "\n\n" + unsafe)
+        index.update([ws / "tools.py"])
+        # One new chunk was screened on its own; the whole file was not.
+        assert len(calls) == 1 and "pickle.loads" in calls[0] and "shell=True" not in calls[0]
+        by_symbol = {r.symbol: r.flags for r in index.catalog.all_chunks()}
+        assert "B602" in by_symbol["run_report"]  # kept from the first screen
+        assert "B301" in by_symbol["load_state"]  # found by screening the new chunk alone
+        assert all(by_symbol[f"helper_{i}"] == "" for i in range(6))
+    finally:
+        index.close()
