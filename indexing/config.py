@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Bump when the on-disk layout, chunking or embedding input changes: an old cache is then rebuilt.
-INDEX_FORMAT_VERSION = 1
+INDEX_FORMAT_VERSION = 2  # 2: chunk ids keyed by content, not position
 
 
 def default_cache_root() -> Path:

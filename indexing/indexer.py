@@ -218,11 +218,15 @@ class Updater:
             parsed = chunk_file(clean, "text", entry.rel, self.limits)
         secret_lines = {f.line for f in findings}
         ids, inputs, hashes = [], [], []
-        for n, chunk in enumerate(parsed.chunks):
-            ids.append(hashlib.sha1(f"{entry.rel}\0{digest}\0{n}".encode()).hexdigest()[:24])
+        seen: dict[str, int] = {}
+        for chunk in parsed.chunks:
             inp = embed_input(entry.rel, chunk)
             inputs.append(inp)
-            hashes.append(hashlib.sha1(inp.encode("utf-8")).hexdigest())
+            th = hashlib.sha1(inp.encode("utf-8")).hexdigest()
+            hashes.append(th)
+            # Keyed by content, not position: an edit leaves the ids (and vectors) of untouched chunks alone.
+            k = seen[th] = seen.get(th, -1) + 1
+            ids.append(hashlib.sha1(f"{entry.rel}\0{th}\0{k}".encode()).hexdigest()[:24])
         rules = self._chunk_rules(clean, language, entry.rel, parsed.chunks, hashes, old is not None)
         flags = []
         for chunk, chunk_rules in zip(parsed.chunks, rules, strict=True):
@@ -284,11 +288,9 @@ class Updater:
             return []
         return [(f.line, f.test_id) for f in getattr(result, "findings", []) if f.source != "secrets"]
 
-    def _vectors(self, batch: list[_Prepared], stats: IndexStats) -> Any:
+    def _vectors(self, inputs: list[str], hashes: list[str], stats: IndexStats) -> Any:
         import numpy as np
 
-        hashes = [h for p in batch for h in p.text_hashes]
-        inputs = [t for p in batch for t in p.embed_inputs]
         sources = self.catalog.embedding_sources(sorted(set(hashes)))
         reused = self._store().embeddings(sorted(set(sources.values()))) if sources else {}
         by_hash = {h: reused[cid] for h, cid in sources.items() if cid in reused}
@@ -308,24 +310,40 @@ class Updater:
                 progress: Progress | None) -> int:
         ids = [i for p in batch for i in p.chunk_ids]
         if ids:
-            vectors = self._vectors(batch, stats)
-            metas: list[dict[str, Any]] = []
-            docs: list[str] = []
+            kept = self.catalog.chunks_by_ids(ids)  # unchanged text: the store already holds these vectors
+            new_ids, new_inputs, new_hashes, docs, metas = [], [], [], [], []
+            moved_ids, moved_metas = [], []
             for p in batch:
                 for n, chunk in enumerate(p.parsed.chunks):
-                    docs.append(chunk.text)
-                    metas.append({"path": p.entry.rel, "language": chunk.language, "kind": chunk.kind,
-                                  "symbol": chunk.symbol, "start_line": chunk.start_line,
-                                  "end_line": chunk.end_line, "content_hash": p.hash,
-                                  "text_hash": p.text_hashes[n], "security": p.flags[n]})
-            self.catalog.journal_add(ids)  # step 1: before the store may hold them
-            self._store().upsert(ids, vectors, docs, metas)  # step 2
+                    cid = p.chunk_ids[n]
+                    meta = {"path": p.entry.rel, "language": chunk.language, "kind": chunk.kind,
+                            "symbol": chunk.symbol, "start_line": chunk.start_line, "end_line": chunk.end_line,
+                            "content_hash": p.text_hashes[n], "security": p.flags[n]}
+                    old = kept.get(cid)
+                    if old is None:
+                        new_ids.append(cid)
+                        new_inputs.append(p.embed_inputs[n])
+                        new_hashes.append(p.text_hashes[n])
+                        docs.append(chunk.text)
+                        metas.append(meta)
+                    elif (old.start_line, old.end_line, old.symbol, old.kind, old.flags) != (
+                            chunk.start_line, chunk.end_line, chunk.symbol, chunk.kind, p.flags[n]):
+                        moved_ids.append(cid)  # same text, shifted lines (or new flags): metadata only
+                        moved_metas.append(meta)
+            stats.chunks_reused += len(ids) - len(new_ids)
+            if new_ids:
+                vectors = self._vectors(new_inputs, new_hashes, stats)
+                self.catalog.journal_add(new_ids)  # step 1: before the store may hold them
+                self._store().upsert(new_ids, vectors, docs, metas)  # step 2
+            if moved_ids:
+                self._store().update_metadata(moved_ids, moved_metas)
         with self.catalog.transaction() as db:  # step 3
             for p in batch:
                 rows = list(zip(p.chunk_ids, p.text_hashes, p.parsed.chunks, p.flags, strict=True))
-                old = self.catalog.replace_file(db, FileRow(p.entry.rel, p.hash, p.entry.size, p.entry.mtime_ns),
-                                                p.language, rows, _dedupe(p.parsed.tags))
-                stats.chunks_removed += len(old)
+                old_ids = self.catalog.replace_file(db, FileRow(p.entry.rel, p.hash, p.entry.size,
+                                                                p.entry.mtime_ns),
+                                                    p.language, rows, _dedupe(p.parsed.tags))
+                stats.chunks_removed += len(old_ids)
                 stats.chunks_added += len(rows)
             self.catalog.bump_generation(db)
         stats.files_indexed += len(batch)

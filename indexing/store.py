@@ -60,6 +60,12 @@ class VectorStore:
             self.collection.upsert(ids=ids[s:s + step], embeddings=embeddings[s:s + step],
                                    documents=documents[s:s + step], metadatas=metadatas[s:s + step])  # type: ignore[arg-type]
 
+    def update_metadata(self, ids: list[str], metadatas: list[dict[str, Any]]) -> None:
+        """New metadata for stored vectors (their text, hence vector, is unchanged)."""
+        step = max(1, min(self._max_batch, 2000))
+        for s in range(0, len(ids), step):
+            self.collection.update(ids=ids[s:s + step], metadatas=metadatas[s:s + step])  # type: ignore[arg-type]
+
     def delete(self, ids: list[str]) -> None:
         step = max(1, min(self._max_batch, 2000))
         for s in range(0, len(ids), step):

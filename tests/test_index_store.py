@@ -171,10 +171,18 @@ def test_incremental_updates(tmp_path: Path) -> None:
         os.utime(ws / "shop" / "cart.py", None)  # touched, same content: not re-embedded
         touched = index.update()
         assert touched.files_indexed == 0 and touched.chunks_embedded == 0
-        with (ws / "shop" / "pricing.py").open("a") as f:
-            f.write("\n\ndef shipping_cost(weight_kg):\n    return 4.5 + 1.2 * weight_kg\n")
+        before = {r.id: r for r in index.catalog.all_chunks() if r.path == "shop/pricing.py"}
+        pricing = (ws / "shop" / "pricing.py").read_text()
+        # A new function at the top: every old chunk moves down two lines, none changes its text.
+        (ws / "shop" / "pricing.py").write_text(
+            "def shipping_cost(weight_kg):\n    return 4.5 + 1.2 * weight_kg\n" + pricing)
         (ws / "web" / "api.js").unlink()
         changed = index.update()
+        after = {r.id: r for r in index.catalog.all_chunks() if r.path == "shop/pricing.py"}
+        assert set(before) < set(after)  # untouched chunks keep their ids (and stored vectors)
+        metas = index._get_store().collection.get(ids=list(before), include=["metadatas"])
+        for cid, meta in zip(metas["ids"], metas["metadatas"], strict=True):
+            assert meta["start_line"] == before[cid].start_line + 2 == after[cid].start_line
         assert (changed.files_indexed, changed.files_removed) == (1, 1)
         # Only the new chunk text is embedded; unchanged chunks of pricing.py reuse their vectors.
         assert changed.chunks_embedded == 1 and changed.chunks_reused >= 2
