@@ -77,6 +77,7 @@ class ProtegeServer(LanguageServer):
         self._warned: set[str] = set()
         self.index: Any = None  # indexing.api.RepoIndex once opened
         self.index_error: str | None = None
+        self.watchers_registered = False  # the client reports file changes through didChangeWatchedFiles
         self.annotations: dict[str, list[Any]] = {}  # uri -> findings of accepted annotated suggestions
         self.counters = {"completionRequests": 0, "superseded": 0, "cancelled": 0, "errors": 0}
         for name in FEATURE_MODULES:
@@ -197,8 +198,9 @@ class ProtegeServer(LanguageServer):
             "engine": dict(e.stats),
             "cache": self.service.cache.stats(),
             "screening": {"enabled": self.config.screening.enabled, **self.service.screen_stats},
-            "index": self.index.status() if self.index is not None else {"state": "closed",
-                                                                        "error": self.index_error},
+            "index": {**(self.index.status() if self.index is not None else {"state": "closed",
+                                                                            "error": self.index_error}),
+                      "watchers": self.watchers_registered},
             "requests": dict(self.counters),
             "config": to_wire(self.config),
         }

@@ -99,3 +99,19 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.fail(f"shared data not found at {SHARED_DATA}; tests expect ../shared/data beside the repo")
     return SHARED_DATA
+
+
+def editor_client() -> object:
+    """A pytest-lsp client that, like VS Code or Neovim, accepts the server's ``client/registerCapability``
+    requests (file watchers) and records them in ``client.registrations``."""
+    from lsprotocol import types
+    from pytest_lsp.client import make_test_lsp_client
+
+    client = make_test_lsp_client()
+    client.registrations = []  # type: ignore[attr-defined]
+
+    @client.feature(types.CLIENT_REGISTER_CAPABILITY)
+    def on_register(params: types.RegistrationParams) -> None:
+        client.registrations.extend(params.registrations)  # type: ignore[attr-defined]
+
+    return client

@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 import pytest_lsp
+from conftest import editor_client
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "server.cli", "serve"])
+SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "server.cli", "serve"], client_factory=editor_client)
 
 FILES = {
     "pkg/__init__.py": "",

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import pytest_lsp
+from conftest import editor_client
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 from transformers import AutoTokenizer
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = (ROOT / "server" / "postprocess.py").read_text(encoding="utf-8")
-SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "server.cli", "serve"])
+SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "server.cli", "serve"], client_factory=editor_client)
 
 
 @pytest_lsp.fixture(config=SERVER, scope="module")

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 import pytest_lsp
+from conftest import editor_client
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
 REPO = Path(__file__).parent / "fixtures" / "index" / "repo"
-SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "server.cli", "serve"])
+SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "server.cli", "serve"], client_factory=editor_client)
 WS: dict[str, Path] = {}
 
 
@@ -26,6 +27,7 @@ async def client(lsp_client: LanguageClient, tiny_model_dir: Path, tmp_path_fact
     ws = tmp / "ws"
     shutil.copytree(REPO, ws)
     WS["root"] = ws
+
     params = types.InitializeParams(
         capabilities=client_capabilities("visual-studio-code"),
         root_uri=ws.as_uri(),
@@ -57,6 +59,15 @@ async def test_index_workspace_reports_progress(client: LanguageClient) -> None:
     assert kinds[0] == "begin" and kinds[-1] == "end" and "report" in kinds
     assert reports[0].cancellable is True
     assert "6 indexed" in reports[-1].message
+
+
+async def test_server_registers_file_watchers_with_the_client(client: LanguageClient) -> None:
+    # VS Code's capabilities allow dynamic registration of didChangeWatchedFiles: the server asks for
+    # reports of changes made outside the editor (git checkout, generators, other tools).
+    status = await command(client, "protege.status")
+    assert isinstance(status, dict) and status["index"]["watchers"] is True
+    (watch,) = [r for r in client.registrations if r.method == types.WORKSPACE_DID_CHANGE_WATCHED_FILES]
+    assert [w["globPattern"] for w in watch.register_options["watchers"]] == ["**/*"]
 
 
 async def test_search_command(client: LanguageClient) -> None:

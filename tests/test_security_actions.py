@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import pytest_lsp
+from conftest import editor_client
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
@@ -43,7 +44,7 @@ def test_js_comment_leader_and_unknown_ids() -> None:
 
 
 # The real server (security_actions is in FEATURE_MODULES) driven by a real LSP client; no model needed.
-SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "server.cli", "serve", "--model", "/nonexistent-model"])
+SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "server.cli", "serve", "--model", "/nonexistent-model"], client_factory=editor_client)
 
 
 @pytest_lsp.fixture(config=SERVER, scope="module")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import pytest_lsp
+from conftest import editor_client
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 ROOT = Path(__file__).resolve().parents[1]
 # The fitted test model memorised this file, so completions inside it are predictable.
 SOURCE = (ROOT / "tests" / "fixtures" / "server" / "inventory.py").read_text(encoding="utf-8")
-SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "server.cli", "serve"])
+SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "server.cli", "serve"], client_factory=editor_client)
 
 
 @pytest_lsp.fixture(config=SERVER, params=["visual-studio-code", "neovim"], scope="module")

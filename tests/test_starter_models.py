@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import pytest_lsp
 import torch
+from conftest import editor_client
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
@@ -22,7 +23,7 @@ from distill_code.modeling import LlamaShape, build_llama, count_parameters, loa
 from distill_code.starter import STARTER_DIR, default_model_dir
 
 SIZE_BUDGET_MB = {"student": 20.0, "teacher": 100.0}
-SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "server.cli", "serve"])
+SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "server.cli", "serve"], client_factory=editor_client)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import pytest_lsp
 import torch
+from conftest import editor_client
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
@@ -22,7 +23,7 @@ from distill_code.pretrain_data import PackedBlocks, chunk_text, make_example
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RECIPE = ROOT / "recipes" / "tiny-ci.toml"
-SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "server.cli", "serve"])
+SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "server.cli", "serve"], client_factory=editor_client)
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,27 @@ def refresh_screen(ls: ProtegeServer) -> None:
     ls.service.screen = screen
 
 
+WATCHER_ID = "protege-index-watcher"
+
+
+async def register_file_watchers(ls: ProtegeServer) -> None:
+    """Ask the client to report file changes (``workspace/didChangeWatchedFiles``) when it can register
+    watchers dynamically and the index is on: edits made outside the editor reach the index too."""
+    from server.features.workspace_index import workspace_root
+
+    ws = ls.client_capabilities.workspace
+    watched = ws.did_change_watched_files if ws is not None else None
+    if not ls.config.index.enabled or workspace_root(ls) is None or watched is None or not watched.dynamic_registration:
+        return
+    options = types.DidChangeWatchedFilesRegistrationOptions(watchers=[types.FileSystemWatcher(glob_pattern="**/*")])
+    try:
+        await ls.client_register_capability_async(types.RegistrationParams(registrations=[types.Registration(
+            id=WATCHER_ID, method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES, register_options=options)]))
+        ls.watchers_registered = True
+    except Exception as exc:  # the index still updates on didSave
+        log.warning("could not register file watchers (%s); the index updates on save only", exc)
+
+
 def register(ls: ProtegeServer) -> None:
     @ls.feature(types.INITIALIZE)
     def on_initialize(params: types.InitializeParams) -> None:
@@ -71,6 +92,7 @@ def register(ls: ProtegeServer) -> None:
         from server.features import workspace_index
 
         workspace_index.open_index(ls)
+        await register_file_watchers(ls)
 
     @ls.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def on_configuration(params: types.DidChangeConfigurationParams) -> None:
