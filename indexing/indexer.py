@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]
+# Orphaned vectors an update of a few files may leave for later (each store delete costs ~50 ms).
+DEFERRED_DELETES = 256
 # LSP language ids the security screen understands, by our language names.
 _SCREEN_LANGUAGE = {"python": "python", "javascript": "javascript", "typescript": "typescript",
                     "tsx": "typescriptreact"}
@@ -88,6 +90,7 @@ class Updater:
         self.limits = ChunkLimits(config.chunk_max_chars, config.chunk_merge_below_chars, config.window_lines,
                                   config.window_overlap)
         self.screen = _screen() if config.use_security_screen else None
+        self._force_deletes = True
 
     # ------------------------------------------------------------------ recovery
     def reconcile(self) -> int:
@@ -105,7 +108,11 @@ class Updater:
             cancel: threading.Event | None) -> IndexStats:
         t0 = time.perf_counter()
         stats = IndexStats()
-        self.reconcile()
+        # A whole-workspace run deletes every orphaned vector; an update of a few files (a save, a
+        # watched change) defers deletes until DEFERRED_DELETES accumulate. Retrieval never shows a
+        # vector without a catalog row, so a deferred orphan is invisible; it only costs disk.
+        self._force_deletes = paths is None
+        self._flush_journal(force=self._force_deletes)
         known = self.catalog.files()
         skipped_before = self.catalog.skipped_stat()
         candidates, removed = self._candidates(paths, known)
@@ -360,13 +367,16 @@ class Updater:
                 self._journal_removed(self.catalog.remove_file(db, rel), stats)
             self.catalog.bump_generation(db)
         stats.files_removed += len(rels)
-        self._flush_journal()
+        self._flush_journal(force=True)
 
     def _journal_removed(self, old: list[str], stats: IndexStats) -> None:
         stats.chunks_removed += len(old)
 
-    def _flush_journal(self) -> None:
+    def _flush_journal(self, force: bool | None = None) -> None:
+        """Step 4: delete journalled ids that have no catalog row (now, or later when few; see run)."""
         orphans = self.catalog.journal_orphans()
+        if not (self._force_deletes if force is None else force) and len(orphans) < DEFERRED_DELETES:
+            return
         if orphans:
             self._store().delete(orphans)
         self.catalog.journal_clear()

@@ -297,3 +297,21 @@ def test_an_edit_rescreens_only_new_chunks_and_keeps_the_other_flags(tmp_path: P
         assert all(by_symbol[f"helper_{i}"] == "" for i in range(6))
     finally:
         index.close()
+
+
+def test_a_file_update_defers_orphan_deletes_which_stay_invisible(tmp_path: Path) -> None:
+    ws = small_workspace(tmp_path / "ws")
+    with RepoIndex.open(ws, config(tmp_path, chunk_max_chars=300, chunk_merge_below_chars=0)) as index:
+        index.update()
+        pricing = ws / "shop" / "pricing.py"
+        text = pricing.read_text()
+        pricing.write_text(text.replace("def ", "def renamed_", 1))  # one chunk's text changes
+        index.update([pricing])
+        store_ids, catalog_ids = index._get_store().all_ids(), {r.id for r in index.catalog.all_chunks()}
+        orphans = store_ids - catalog_ids
+        assert len(orphans) == 1 and set(index.catalog.journal_orphans()) == orphans  # deferred, journalled
+        hits = index.search("compute_tax sales tax owed amount region", k=20)
+        assert hits and all(h.symbol != "compute_tax" for h in hits)  # the orphan (old text) is never shown
+        assert any(h.symbol == "renamed_compute_tax" for h in hits)
+        index.update()  # a whole-workspace run deletes what was deferred
+        assert index._get_store().all_ids() == {r.id for r in index.catalog.all_chunks()}
