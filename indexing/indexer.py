@@ -14,7 +14,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,19 @@ def _screen() -> Callable[..., Any] | None:
     except Exception:  # noqa: BLE001 - any import failure means: index without flags
         return None
     return screen_text
+
+
+@dataclass
+class _Plan:
+    """A batch on its way to the store: what to upsert, what only moved, and its vectors (maybe pending)."""
+
+    batch: list[_Prepared]
+    new_ids: list[str] = field(default_factory=list)
+    docs: list[str] = field(default_factory=list)
+    metas: list[dict[str, Any]] = field(default_factory=list)
+    moved_ids: list[str] = field(default_factory=list)
+    moved_metas: list[dict[str, Any]] = field(default_factory=list)
+    vectors: Callable[[], Any] | None = None
 
 
 @dataclass
@@ -129,40 +143,54 @@ class Updater:
         touched: list[FileRow] = []
         batch: list[_Prepared] = []
         batch_chunks = 0
-        for entry in candidates:
+        pending: _Plan | None = None
+        embed_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="protege-embed") \
+            if len(candidates) > 1 else None
+        try:
+            for entry in candidates:
+                if cancel is not None and cancel.is_set():
+                    stats.cancelled = True
+                    break
+                old = known.get(entry.rel)
+                if old is not None and old.size == entry.size and old.mtime_ns == entry.mtime_ns:
+                    stats.files_unchanged += 1
+                    done += 1
+                    if progress:
+                        progress(done, total, entry.rel)
+                    continue
+                skip = skipped_before.get(entry.rel)
+                if skip is not None and skip[:2] == (entry.size, entry.mtime_ns):
+                    stats.files_skipped += 1  # still bad, unchanged: not re-read
+                    stats.skipped[entry.rel] = skip[2]
+                    done += 1
+                    if progress:
+                        progress(done, total, entry.rel)
+                    continue
+                prepared = self._prepare(entry, old, stats, touched)
+                if prepared is None:
+                    done += 1
+                    if progress:
+                        progress(done, total, entry.rel)
+                    continue
+                batch.append(prepared)
+                batch_chunks += len(prepared.chunk_ids)
+                if batch_chunks >= self.config.batch_chunks:
+                    # Pipelined: this batch embeds on a worker thread (torch releases the GIL) while the
+                    # previous one is committed and the next files are read, chunked and screened.
+                    started = self._plan(batch, stats, embed_pool)
+                    if pending is not None:
+                        done = self._finish(pending, stats, done, total, progress)
+                    pending = started
+                    batch, batch_chunks = [], 0
+            if pending is not None:  # already embedding: commit it even when cancelled (nothing is lost)
+                done = self._finish(pending, stats, done, total, progress)
             if cancel is not None and cancel.is_set():
                 stats.cancelled = True
-                break
-            old = known.get(entry.rel)
-            if old is not None and old.size == entry.size and old.mtime_ns == entry.mtime_ns:
-                stats.files_unchanged += 1
-                done += 1
-                if progress:
-                    progress(done, total, entry.rel)
-                continue
-            skip = skipped_before.get(entry.rel)
-            if skip is not None and skip[:2] == (entry.size, entry.mtime_ns):
-                stats.files_skipped += 1  # still bad, unchanged: not re-read
-                stats.skipped[entry.rel] = skip[2]
-                done += 1
-                if progress:
-                    progress(done, total, entry.rel)
-                continue
-            prepared = self._prepare(entry, old, stats, touched)
-            if prepared is None:
-                done += 1
-                if progress:
-                    progress(done, total, entry.rel)
-                continue
-            batch.append(prepared)
-            batch_chunks += len(prepared.chunk_ids)
-            if batch_chunks >= self.config.batch_chunks:
-                done = self._commit(batch, stats, done, total, progress)
-                batch, batch_chunks = [], 0
-        if cancel is not None and cancel.is_set():
-            stats.cancelled = True
-        if batch and not stats.cancelled:
-            done = self._commit(batch, stats, done, total, progress)
+            if batch and not stats.cancelled:
+                done = self._finish(self._plan(batch, stats, None), stats, done, total, progress)
+        finally:
+            if embed_pool is not None:
+                embed_pool.shutdown(wait=True)
         if touched:
             self.catalog.touch(touched)
         stats.seconds = time.perf_counter() - t0
@@ -295,7 +323,10 @@ class Updater:
             return []
         return [(f.line, f.test_id) for f in getattr(result, "findings", []) if f.source != "secrets"]
 
-    def _vectors(self, inputs: list[str], hashes: list[str], stats: IndexStats) -> Any:
+    def _vectors(self, inputs: list[str], hashes: list[str], stats: IndexStats,
+                 pool: ThreadPoolExecutor | None) -> Callable[[], Any]:
+        """Vectors for ``inputs``: stored ones reused by text hash, the rest encoded (on ``pool`` when
+        given). Returns a function that waits for and returns the stacked matrix."""
         import numpy as np
 
         sources = self.catalog.embedding_sources(sorted(set(hashes)))
@@ -305,45 +336,63 @@ class Updater:
         # Identical texts inside the batch are embedded once.
         first_of: dict[str, int] = {}
         todo = [i for i in missing if first_of.setdefault(hashes[i], i) == i]
-        if todo:
-            fresh = self._embedder().encode([inputs[i] for i in todo])
-            for row, i in enumerate(todo):
-                by_hash[hashes[i]] = fresh[row]
         stats.chunks_embedded += len(todo)
         stats.chunks_reused += len(hashes) - len(todo)
-        return np.stack([by_hash[h] for h in hashes]) if hashes else np.zeros((0, 1), dtype=np.float32)
 
-    def _commit(self, batch: list[_Prepared], stats: IndexStats, done: int, total: int,
-                progress: Progress | None) -> int:
+        def stack(fresh: Any) -> Any:
+            for row, i in enumerate(todo):
+                by_hash[hashes[i]] = fresh[row]
+            return np.stack([by_hash[h] for h in hashes]) if hashes else np.zeros((0, 1), dtype=np.float32)
+
+        if not todo:
+            return lambda: stack([])
+        texts = [inputs[i] for i in todo]
+        if pool is None:
+            fresh = self._embedder().encode(texts)
+            return lambda: stack(fresh)
+        embedder = self._embedder()  # loaded here: a load error surfaces on the calling thread
+        future = pool.submit(embedder.encode, texts)
+        return lambda: stack(future.result())
+
+    def _plan(self, batch: list[_Prepared], stats: IndexStats, pool: ThreadPoolExecutor | None) -> _Plan:
+        """Split a batch into new chunks (to embed and upsert) and moved ones (metadata only); start embedding."""
         ids = [i for p in batch for i in p.chunk_ids]
-        if ids:
-            kept = self.catalog.chunks_by_ids(ids)  # unchanged text: the store already holds these vectors
-            new_ids, new_inputs, new_hashes, docs, metas = [], [], [], [], []
-            moved_ids, moved_metas = [], []
-            for p in batch:
-                for n, chunk in enumerate(p.parsed.chunks):
-                    cid = p.chunk_ids[n]
-                    meta = {"path": p.entry.rel, "language": chunk.language, "kind": chunk.kind,
-                            "symbol": chunk.symbol, "start_line": chunk.start_line, "end_line": chunk.end_line,
-                            "content_hash": p.text_hashes[n], "security": p.flags[n]}
-                    old = kept.get(cid)
-                    if old is None:
-                        new_ids.append(cid)
-                        new_inputs.append(p.embed_inputs[n])
-                        new_hashes.append(p.text_hashes[n])
-                        docs.append(chunk.text)
-                        metas.append(meta)
-                    elif (old.start_line, old.end_line, old.symbol, old.kind, old.flags) != (
-                            chunk.start_line, chunk.end_line, chunk.symbol, chunk.kind, p.flags[n]):
-                        moved_ids.append(cid)  # same text, shifted lines (or new flags): metadata only
-                        moved_metas.append(meta)
-            stats.chunks_reused += len(ids) - len(new_ids)
-            if new_ids:
-                vectors = self._vectors(new_inputs, new_hashes, stats)
-                self.catalog.journal_add(new_ids)  # step 1: before the store may hold them
-                self._store().upsert(new_ids, vectors, docs, metas)  # step 2
-            if moved_ids:
-                self._store().update_metadata(moved_ids, moved_metas)
+        plan = _Plan(batch)
+        if not ids:
+            return plan
+        kept = self.catalog.chunks_by_ids(ids)  # unchanged text: the store already holds these vectors
+        new_inputs: list[str] = []
+        new_hashes: list[str] = []
+        for p in batch:
+            for n, chunk in enumerate(p.parsed.chunks):
+                cid = p.chunk_ids[n]
+                meta = {"path": p.entry.rel, "language": chunk.language, "kind": chunk.kind,
+                        "symbol": chunk.symbol, "start_line": chunk.start_line, "end_line": chunk.end_line,
+                        "content_hash": p.text_hashes[n], "security": p.flags[n]}
+                old = kept.get(cid)
+                if old is None:
+                    plan.new_ids.append(cid)
+                    new_inputs.append(p.embed_inputs[n])
+                    new_hashes.append(p.text_hashes[n])
+                    plan.docs.append(chunk.text)
+                    plan.metas.append(meta)
+                elif (old.start_line, old.end_line, old.symbol, old.kind, old.flags) != (
+                        chunk.start_line, chunk.end_line, chunk.symbol, chunk.kind, p.flags[n]):
+                    plan.moved_ids.append(cid)  # same text, shifted lines (or new flags): metadata only
+                    plan.moved_metas.append(meta)
+        stats.chunks_reused += len(ids) - len(plan.new_ids)
+        if plan.new_ids:
+            plan.vectors = self._vectors(new_inputs, new_hashes, stats, pool)
+        return plan
+
+    def _finish(self, plan: _Plan, stats: IndexStats, done: int, total: int, progress: Progress | None) -> int:
+        batch = plan.batch
+        if plan.vectors is not None:
+            vectors = plan.vectors()
+            self.catalog.journal_add(plan.new_ids)  # step 1: before the store may hold them
+            self._store().upsert(plan.new_ids, vectors, plan.docs, plan.metas)  # step 2
+        if plan.moved_ids:
+            self._store().update_metadata(plan.moved_ids, plan.moved_metas)
         with self.catalog.transaction() as db:  # step 3
             for p in batch:
                 rows = list(zip(p.chunk_ids, p.text_hashes, p.parsed.chunks, p.flags, strict=True))
