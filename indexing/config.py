@@ -39,7 +39,7 @@ class IndexConfig:
     embed_max_tokens: int = 128  # chunks are embedded on their first N tokens (signature, docstring, start)
     embed_batch_size: int = 64
     batch_chunks: int = 256  # chunks embedded and committed together; an interrupted run keeps finished batches
-    embed_quantize: bool = False  # int8 dynamic quantization of Linear layers: faster, but cosine to fp32 drops to ~0.9
+    embed_quantize: bool = False  # int8 per-channel dynamic quantization: ~1.4x faster, cosine to fp32 ~0.98
     embed_threads: int | None = None  # None -> torch's default
     lock_timeout_s: float = 0.0  # how long a writer waits for another writer before giving up
     extra_ignore: list[str] = field(default_factory=list)  # gitignore-style patterns added to the deny-list
