@@ -57,6 +57,9 @@ def test_matches_transformers_through_prefill_decode_crop(make: object) -> None:
     for j in range(70, 80):  # one token at a time
         out = fast([ids[j]])
     torch.testing.assert_close(out, ref[79], **tol)
+    rows = fast(ids[80:89], all_logits=True)  # a token and its drafts: every position's logits
+    torch.testing.assert_close(rows, ref[80:89], **tol)
+    fast.crop(80)
     assert fast.length == 80
     fast.crop(30)  # the user edited: keep the common prefix, recompute the rest
     torch.testing.assert_close(fast(ids[30:120]), ref[119], **tol)
