@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from server.fastdecode import FastDecoder, TransformersDecoder, unsupported_reason  # noqa: E402
+from server.fastdecode import FastDecoder, TransformersDecoder, unsupported_reason
 
 
 def _llama(**kw: object) -> object:

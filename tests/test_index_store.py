@@ -73,7 +73,6 @@ def test_secrets_never_reach_chroma(indexed: tuple[RepoIndex, object]) -> None:
 
 
 def test_insecure_chunks_are_flagged_by_the_security_screen(indexed: tuple[RepoIndex, object]) -> None:
-    pytest.importorskip("security.screen")
     index, _ = indexed
     got = index._get_store().collection.get(where={"path": "shop/shell.py"}, include=["metadatas"])
     flags = ",".join(m["security"] for m in got["metadatas"])
@@ -266,7 +265,6 @@ def test_open_rejects_a_missing_workspace(tmp_path: Path) -> None:
 
 
 def test_an_edit_rescreens_only_new_chunks_and_keeps_the_other_flags(tmp_path: Path) -> None:
-    pytest.importorskip("security.screen")
     ws = tmp_path / "ws"
     ws.mkdir()
     doc = '    """' + "Explains at length what this function does, so that it is a chunk of its own. " * 6 + '"""\n'
