@@ -18,6 +18,9 @@ from distill_code.fim import FimTemplate
 
 # The prefix window moves in steps of this many lines, so typing does not shift its start.
 WINDOW_STEP_LINES = 16
+# A window cut at a line start tokenizes to at most a couple of tokens more than the tokens starting
+# inside it in the longer text; estimates this far under budget skip the exact count.
+ESTIMATE_MARGIN = 4
 
 
 @dataclass
@@ -87,6 +90,8 @@ class PromptBuilder:
             total = len(starts)
             while start < n - 1 and total - bisect.bisect_left(starts, line_at[start]) > budget:
                 start = min(n - 1, start + WINDOW_STEP_LINES - start % WINDOW_STEP_LINES)
+            if total - bisect.bisect_left(starts, line_at[start]) <= budget - ESTIMATE_MARGIN:
+                return "\n".join(lines[start:])  # clearly within budget: no exact count needed
         while True:
             candidate = "\n".join(lines[start:])
             if self.count(candidate) <= budget:
@@ -116,6 +121,13 @@ class PromptBuilder:
                 fit = i + 1
                 offset += 1
             keep = keep[: max(fit, 0)]
+            import bisect
+
+            end = sum(len(ln) for ln in keep) + max(0, len(keep) - 1)
+            if keep and bisect.bisect_left(starts, end) <= budget - ESTIMATE_MARGIN:
+                return "\n".join(keep)  # clearly within budget: no exact count needed
+        elif starts is not None:
+            return "\n".join(keep)  # the whole pre-cut fits: that count was exact
         while keep and self.count("\n".join(keep)) > budget:
             keep = keep[:-1]
         return "\n".join(keep)
@@ -128,7 +140,8 @@ class PromptBuilder:
         suffix_fit = self._fit_suffix(suffix, int(budget * self.suffix_share))
         used_suffix = self.count(suffix_fit)
         # Only the tail can matter; counting a whole huge document would cost more than the model call.
-        prefix_tokens = self.count(prefix[-budget * 8:])
+        # Without context to share the budget with, the prefix's size does not matter here.
+        prefix_tokens = self.count(prefix[-budget * 8:]) if context else 0
         prefix_reserved = max(int(budget * self.prefix_share), 1)
         # Context may use what the prefix does not need; the prefix keeps at least its share.
         context_budget = max(0, budget - used_suffix - min(prefix_tokens, prefix_reserved))
