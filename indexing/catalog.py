@@ -180,27 +180,24 @@ class Catalog:
             db.execute("DELETE FROM journal")
 
     # -- reads
-    def embedding_sources(self, text_hashes: list[str]) -> dict[str, str]:
-        """text_hash -> an existing chunk id with that text (its vector can be reused)."""
+    def _first_by_text_hash(self, column: str, text_hashes: list[str]) -> dict[str, str]:
+        """text_hash -> ``column`` of one chunk with that text (``column`` is a fixed name, never input)."""
         out: dict[str, str] = {}
         for start in range(0, len(text_hashes), 500):
             part = text_hashes[start:start + 500]
             marks = ",".join("?" * len(part))
-            for cid, th in self.db.execute(
-                    f"SELECT id, text_hash FROM chunks WHERE text_hash IN ({marks})", part):  # noqa: S608
-                out.setdefault(th, cid)
+            for th, value in self.db.execute(
+                    f"SELECT text_hash, {column} FROM chunks WHERE text_hash IN ({marks})", part):  # noqa: S608
+                out.setdefault(th, value)
         return out
+
+    def embedding_sources(self, text_hashes: list[str]) -> dict[str, str]:
+        """text_hash -> an existing chunk id with that text (its vector can be reused)."""
+        return self._first_by_text_hash("id", text_hashes)
 
     def flags_by_text_hash(self, text_hashes: list[str]) -> dict[str, str]:
         """text_hash -> the security flags stored with a chunk of that text."""
-        out: dict[str, str] = {}
-        for start in range(0, len(text_hashes), 500):
-            part = text_hashes[start:start + 500]
-            marks = ",".join("?" * len(part))
-            for th, flags in self.db.execute(
-                    f"SELECT text_hash, flags FROM chunks WHERE text_hash IN ({marks})", part):  # noqa: S608
-                out.setdefault(th, flags)
-        return out
+        return self._first_by_text_hash("flags", text_hashes)
 
     def chunks_by_ids(self, ids: list[str]) -> dict[str, ChunkRow]:
         out: dict[str, ChunkRow] = {}
