@@ -10,6 +10,15 @@ search and completion-context latency p50/p95, repo map time, and retrieval qual
   shown): is the callee's defining chunk in the top 5? (a) is what completions get; (b) is a hard,
   mostly-semantic task that shows what vectors + BM25 recover without the name.
 
+  code search — for a seeded sample of functions with a docstring, the docstring is removed from the
+  indexed copy and its first paragraph becomes the query (CodeSearchNet-style): is the function's chunk
+  in the top 5 of hybrid search, of vectors alone, of BM25 alone? (MRR too.) This is the task the
+  embedding settings are chosen on.
+
+``--baseline`` indexes the same files a second time with the previous embedding settings (fp32, 128
+tokens, the path in the embedded text) and reports both full-index speeds and code-search qualities
+side by side.
+
 Usage: python bench/bench_index.py [--root DIR] [--limit N] [--out bench/results/index.json]
 The stdlib is copied to a temporary directory first (the one-file update edits files).
 """
@@ -17,6 +26,7 @@ The stdlib is copied to a temporary directory first (the one-file update edits f
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import logging
 import os
@@ -110,6 +120,69 @@ def bench_peer(ws: Path, rels: list[str]) -> dict | None:
     return out
 
 
+def strip_docstrings(ws: Path, rels: list[str], n: int, seed: int = 0) -> list[tuple[str, int, str]]:
+    """Remove the docstrings of up to ``n`` sampled functions from the copy; (path, def line 0-based, query)."""
+    candidates: list[tuple[str, int, int, int, str]] = []  # rel, def line, doc start, doc end (1-based), query
+    for rel in rels:
+        try:
+            tree = ast.parse((ws / rel).read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or len(node.body) < 2:
+                continue
+            doc = ast.get_docstring(node)
+            first = node.body[0]
+            if not doc or len(doc) < 20 or first.end_lineno is None or first.lineno <= node.lineno:
+                continue
+            query = " ".join(doc.strip().split("\n\n")[0].split())[:200]
+            candidates.append((rel, node.lineno, first.lineno, first.end_lineno, query))
+    random.Random(seed).shuffle(candidates)
+    chosen = candidates[:n]
+    by_file: dict[str, list[tuple[int, int, int, str]]] = {}
+    for rel, line, start, end, query in chosen:
+        by_file.setdefault(rel, []).append((line, start, end, query))
+    out = []
+    for rel, items in by_file.items():
+        lines = (ws / rel).read_text(encoding="utf-8").split("\n")
+        for _, start, end, _ in sorted(items, key=lambda x: -x[1]):
+            del lines[start - 1:end]  # the docstring statement (the body keeps at least one more)
+        (ws / rel).write_text("\n".join(lines), encoding="utf-8")
+        for line, _, _, query in items:
+            removed_above = sum(e - s + 1 for _, s, e, _ in items if e < line)
+            out.append((rel, line - 1 - removed_above, query))
+    return out
+
+
+def code_search(index: RepoIndex, tasks: list[tuple[str, int, str]]) -> dict:
+    """Docstring -> function retrieval: recall@5 and MRR@10 for hybrid search, vectors alone and BM25 alone."""
+    from indexing.lexical import query_terms
+
+    def rank(hits: list[tuple[str, int, int]], path: str, line: int) -> int | None:
+        for i, (p, start, end) in enumerate(hits):
+            if p == path and start <= line <= end:
+                return i
+        return None
+
+    ranks: dict[str, list[int | None]] = {"hybrid": [], "vectors": [], "bm25": []}
+    retriever = index._retriever
+    for path, line, query in tasks:
+        hybrid = [(h.path, h.start_line, h.end_line) for h in index.search(query, k=10)]
+        vec_ids = retriever.vector_ids(query, 10)
+        lex_ids = [cid for cid, _ in index.catalog.lexical(query_terms(query), 10)]
+        for key, got in (("hybrid", hybrid), ("vectors", vec_ids), ("bm25", lex_ids)):
+            if key != "hybrid":
+                rows = index.catalog.chunks_by_ids(got)  # type: ignore[arg-type]
+                got = [(rows[c].path, rows[c].start_line, rows[c].end_line) for c in got if c in rows]
+            ranks[key].append(rank(got, path, line))  # type: ignore[arg-type]
+    n = max(1, len(tasks))
+    out: dict = {"queries": len(tasks)}
+    for key, rs in ranks.items():
+        out[f"{key}_recall_at_5"] = round(sum(r is not None and r < 5 for r in rs) / n, 3)
+        out[f"{key}_mrr_at_10"] = round(sum(1 / (r + 1) for r in rs if r is not None) / n, 3)
+    return out
+
+
 def call_sites(index: RepoIndex, n: int, seed: int = 0) -> list[tuple[str, int, str, str, int]]:
     """(path, line, name, def_path, def_line) for calls whose callee is defined once, elsewhere."""
     defs: dict[str, list[tuple[str, int]]] = {}
@@ -162,6 +235,9 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=None,
                     help="index an evenly spaced sample of N files (chunking still covers all)")
     ap.add_argument("--sites", type=int, default=200)
+    ap.add_argument("--search-queries", type=int, default=200, help="docstring -> code search tasks")
+    ap.add_argument("--baseline", action="store_true",
+                    help="also index with the previous embedding settings (fp32, 128 tokens, path in the text)")
     ap.add_argument("--no-chunking", action="store_true", help="skip the whole-stdlib chunking comparison")
     ap.add_argument("--chunking-only", action="store_true",
                     help="only chunking of the whole stdlib, ours then LlamaIndex CodeSplitter, back to back")
@@ -174,6 +250,7 @@ def main() -> int:
     rels = sample(all_rels, args.limit)
     ws = tmp / "stdlib"
     copy_tree(src, ws, rels)
+    search_tasks = strip_docstrings(ws, rels, args.search_queries)
     size_mb = sum((ws / r).stat().st_size for r in rels) / 1e6
     # The workspaces hold only the copied .py files, so the default walk applies unchanged.
     cfg = IndexConfig(cache_dir=str(tmp / "cache"), use_security_screen=True)
@@ -185,7 +262,7 @@ def main() -> int:
     print(f"{len(rels)} of {len(all_rels)} files, {size_mb:.1f} MB", file=sys.stderr)
 
     if args.no_chunking:
-        return run_index(args, result, ws, rels, cfg, tmp, Path(args.out))
+        return run_index(args, result, ws, rels, cfg, tmp, Path(args.out), search_tasks)
     # Chunking alone always covers the whole stdlib (cheap: no model), beside the peer on the same files.
     full_ws = tmp / "stdlib-all"
     copy_tree(src, full_ws, all_rels)
@@ -209,33 +286,69 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         print(json.dumps(result, indent=2))
         return 0
-    return run_index(args, result, ws, rels, cfg, tmp, out)
+    return run_index(args, result, ws, rels, cfg, tmp, out, search_tasks)
 
 
-def run_index(args: argparse.Namespace, result: dict, ws: Path, rels: list[str], cfg: IndexConfig, tmp: Path,
-              out: Path) -> int:
-    """Full index, no-change re-index, one-file updates, retrieval quality and latency, repo map."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+def embedding_label(cfg: IndexConfig) -> str:
+    return f"MiniLM-L6 {'int8' if cfg.embed_quantize else 'fp32'}, {cfg.embed_max_tokens} tokens, in-house encoder"
 
-    def save() -> None:
-        out.write_text(json.dumps(result, indent=2) + "\n")
 
-    index = RepoIndex.open(ws, cfg)
+def full_index(index: RepoIndex, label: str) -> dict:
     t = time.perf_counter()
     last = [0.0]
 
     def progress(done: int, total: int, path: str) -> None:
         if time.perf_counter() - last[0] > 30:
             last[0] = time.perf_counter()
-            print(f"  {done}/{total} files, {time.perf_counter() - t:.0f}s", file=sys.stderr, flush=True)
+            print(f"  {label}: {done}/{total} files, {time.perf_counter() - t:.0f}s", file=sys.stderr, flush=True)
 
     full = index.update(progress=progress)
     full_s = time.perf_counter() - t
-    result["full_index"] = {"seconds": round(full_s, 1), "files_per_s": round(full.files_seen / full_s, 2),
-                            "chunks": full.chunks_added, "chunks_embedded": full.chunks_embedded,
-                            "chunks_per_s": round(full.chunks_added / full_s, 1),
-                            "skipped": full.files_skipped, "secrets_masked": full.secrets_redacted,
-                            "embedding": "MiniLM-L6 fp32, 128 tokens, in-house encoder"}
+    return {"seconds": round(full_s, 1), "files_per_s": round(full.files_seen / full_s, 2),
+            "chunks": full.chunks_added, "chunks_embedded": full.chunks_embedded,
+            "chunks_per_s": round(full.chunks_added / full_s, 1),
+            "skipped": full.files_skipped, "secrets_masked": full.secrets_redacted,
+            "embedding": embedding_label(index.config)}
+
+
+def previous_settings(ws: Path, tmp: Path, search_tasks: list[tuple[str, int, str]]) -> dict:
+    """The same files indexed with the embedding settings used before (fp32, 128 tokens, path in the text)."""
+    from indexing import indexer
+
+    current = indexer.embed_input
+
+    def with_path(path: str, chunk: indexer.Chunk) -> str:
+        head = f"{chunk.symbol} ({chunk.kind}) in {path}" if chunk.symbol else f"{chunk.kind} in {path}"
+        return f"{head}\n{chunk.text}"
+
+    indexer.embed_input = with_path  # type: ignore[assignment]
+    try:
+        cfg = IndexConfig(cache_dir=str(tmp / "cache-previous"), embed_max_tokens=128, embed_quantize=False,
+                          query_max_tokens=128)
+        index = RepoIndex.open(ws, cfg)
+        out = {"full_index": full_index(index, "previous")}
+        index.warm_up()
+        out["code_search"] = code_search(index, search_tasks)
+        index.close()
+    finally:
+        indexer.embed_input = current
+    return out
+
+
+def run_index(args: argparse.Namespace, result: dict, ws: Path, rels: list[str], cfg: IndexConfig, tmp: Path,
+              out: Path, search_tasks: list[tuple[str, int, str]]) -> int:
+    """Full index, no-change re-index, one-file updates, retrieval quality and latency, repo map."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
+    if args.baseline:  # first, so the default settings' run is not the one that pays for imports
+        result["previous_settings"] = previous_settings(ws, tmp, search_tasks)
+        print("previous settings", result["previous_settings"], file=sys.stderr)
+        save()
+    index = RepoIndex.open(ws, cfg)
+    result["full_index"] = full_index(index, "index")
     print("full", result["full_index"], file=sys.stderr)
     save()
 
@@ -266,6 +379,16 @@ def run_index(args: argparse.Namespace, result: dict, ws: Path, rels: list[str],
     sites = call_sites(index, args.sites)
     result["retrieval"] = quality(index, ws, sites)
     print("retrieval", result["retrieval"], file=sys.stderr)
+    result["code_search"] = code_search(index, search_tasks)
+    print("code search", result["code_search"], file=sys.stderr)
+    if "previous_settings" in result:
+        prev = result["previous_settings"]
+        result["vs_previous_settings"] = {
+            "full_index_speedup": round(result["full_index"]["files_per_s"] / prev["full_index"]["files_per_s"], 2),
+            "hybrid_mrr_ratio": round(result["code_search"]["hybrid_mrr_at_10"]
+                                      / max(prev["code_search"]["hybrid_mrr_at_10"], 1e-9), 3),
+            "vectors_mrr_ratio": round(result["code_search"]["vectors_mrr_at_10"]
+                                       / max(prev["code_search"]["vectors_mrr_at_10"], 1e-9), 3)}
     save()
 
     t = time.perf_counter()

@@ -74,7 +74,9 @@ class RepoIndex:
 
     def _check_version(self) -> None:
         """A cache written by another format or embedding model is rebuilt, not mixed."""
+        c = self.config
         want = {"format_version": str(INDEX_FORMAT_VERSION), "embedding_model": self.model_id,
+                "embedding_input": f"{c.embed_max_tokens} tokens, {'int8' if c.embed_quantize else 'fp32'}",
                 "collection": self.collection_name, "workspace": str(self.root)}
         have = {k: self.catalog.get_meta(k) for k in want}
         if have == want:
@@ -101,7 +103,8 @@ class RepoIndex:
         with self._init_lock:
             if self._embedder is None:
                 c = self.config
-                key = (c.embedding_model, c.embed_max_tokens, c.embed_batch_size, c.embed_quantize, c.embed_threads)
+                key = (c.embedding_model, c.embed_max_tokens, c.embed_batch_size, c.embed_quantize, c.embed_threads,
+                       c.query_max_tokens)
                 with _EMBEDDERS_LOCK:  # one model per process, shared by every open workspace
                     if key not in _EMBEDDERS:
                         _EMBEDDERS[key] = Embedder(*key)

@@ -42,9 +42,10 @@ class Embedder:
     """Loads lazily, encodes with a bounded input length, optionally int8-quantized on CPU."""
 
     def __init__(self, model: str | None = None, max_tokens: int = 128, batch_size: int = 64,
-                 quantize: bool = False, threads: int | None = None) -> None:
+                 quantize: bool = False, threads: int | None = None, query_max_tokens: int | None = None) -> None:
         self.model_path = Path(model) if model else default_model_path()
         self.max_tokens = max_tokens
+        self.query_max_tokens = query_max_tokens or max_tokens
         self.batch_size = batch_size
         self.quantize = quantize
         self.threads = threads
@@ -80,19 +81,32 @@ class Embedder:
         from sentence_transformers import SentenceTransformer
 
         st = SentenceTransformer(str(self.model_path), device="cpu", local_files_only=True)
-        st.max_seq_length = self.max_tokens
+        st.max_seq_length = self.max_tokens  # one length for documents and queries on this path
         return _SentenceTransformerAdapter(st)
 
     @property
     def dimension(self) -> int:
         return int(self.model.dimension)
 
+    def _encode(self, texts: list[str], max_tokens: int) -> np.ndarray:
+        model = self.model
+        if isinstance(model, _SentenceTransformerAdapter):
+            return np.asarray(model.encode(texts, batch_size=self.batch_size), dtype=np.float32)
+        return np.asarray(model.encode(texts, batch_size=self.batch_size, max_tokens=max_tokens), dtype=np.float32)
+
     def encode(self, texts: list[str]) -> np.ndarray:
-        """L2-normalised float32 vectors, one row per text."""
+        """Document vectors (inputs cut to ``max_tokens``): L2-normalised float32, one row per text."""
+        return self._run(texts, self.max_tokens)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """One query vector; a query may be longer than a document input (``query_max_tokens``)."""
+        return self._run([text], self.query_max_tokens)[0]
+
+    def _run(self, texts: list[str], max_tokens: int) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         if len(texts) > SMALL_BATCH or self.threads:
-            return np.asarray(self.model.encode(texts, batch_size=self.batch_size), dtype=np.float32)
+            return self._encode(texts, max_tokens)
         import torch
 
         # A query's matmuls are tiny: extra intra-op threads only add OpenMP barriers, and on a busy machine
@@ -101,7 +115,7 @@ class Embedder:
             previous = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
-                return np.asarray(self.model.encode(texts, batch_size=self.batch_size), dtype=np.float32)
+                return self._encode(texts, max_tokens)
             finally:
                 torch.set_num_threads(previous)
 

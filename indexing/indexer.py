@@ -88,8 +88,12 @@ class _Prepared:
 
 
 def embed_input(path: str, chunk: Chunk) -> str:
-    """What is embedded for a chunk: where it lives and what it defines, then its text (truncated by tokens)."""
-    head = f"{chunk.symbol} ({chunk.kind}) in {path}" if chunk.symbol else f"{chunk.kind} in {path}"
+    """What is embedded for a chunk: what it defines, then its text (truncated by tokens).
+
+    The path is left out: it is searched lexically, and in the vector it took a third of a short input
+    (docstring -> code search MRR 0.50 with it vs 0.61 without, 32 tokens; bench/bench_index.py).
+    """
+    head = f"{chunk.symbol} ({chunk.kind})" if chunk.symbol else chunk.kind
     return f"{head}\n{chunk.text}"
 
 

@@ -110,8 +110,16 @@ class MiniLM:
 
         config = json.loads((model_dir / "config.json").read_text())
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        self.tokenizer.enable_truncation(max_length=max_tokens)
+        self.max_positions = int(config["max_position_embeddings"])
+        # Truncated per call (documents and queries use different lengths); the shared tokenizer stays
+        # read-only after construction, so encoding from two threads is safe.
+        self.tokenizer.enable_truncation(max_length=self.max_positions)
         self.tokenizer.no_padding()
+        self.max_tokens = max_tokens
+        sep = self.tokenizer.token_to_id("[SEP]")
+        if sep is None:
+            raise ValueError(f"{model_dir}: the tokenizer has no [SEP] token")
+        self.sep_id: int = sep
         model = BertMeanEncoder(config)
         state = {}
         for name, tensor in load_file(str(model_dir / "model.safetensors")).items():
@@ -131,18 +139,27 @@ class MiniLM:
         self.model = model
         self.dimension = int(config["hidden_size"])
 
-    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+    def _ids(self, texts: list[str], max_tokens: int) -> list[list[int]]:
+        """Token ids of each text cut to ``max_tokens`` the way the tokenizer truncates ([CLS] ... [SEP])."""
+        limit = max(2, min(max_tokens, self.max_positions))
+        out = []
+        for enc in self.tokenizer.encode_batch(texts):
+            ids = enc.ids
+            out.append(ids if len(ids) <= limit else ids[:limit - 1] + [self.sep_id])
+        return out
+
+    def encode(self, texts: list[str], batch_size: int = 64, max_tokens: int | None = None) -> np.ndarray:
+        encodings = self._ids(texts, max_tokens or self.max_tokens)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i]))
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 batch = order[start:start + batch_size]
-                width = max(len(encodings[i].ids) for i in batch)
+                width = max(len(encodings[i]) for i in batch)
                 ids = torch.zeros((len(batch), width), dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
                 for row, i in enumerate(batch):
-                    tokens = encodings[i].ids
+                    tokens = encodings[i]
                     ids[row, :len(tokens)] = torch.tensor(tokens)
                     mask[row, :len(tokens)] = 1
                 vecs = F.normalize(self.model(ids, mask), dim=-1)

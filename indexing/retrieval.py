@@ -52,7 +52,7 @@ class Retriever:
     # ------------------------------------------------------------------ search
     def _encode_timed(self, text: str) -> Any:
         start = time.perf_counter()
-        vec = self._embedder().encode([text])[0]
+        vec = self._embedder().encode_query(text)
         ms = (time.perf_counter() - start) * 1000
         self.encode_ms = ms if self.encode_ms is None else 0.8 * self.encode_ms + 0.2 * ms
         return vec

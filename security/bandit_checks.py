@@ -34,6 +34,15 @@ _TEST_ID = re.compile(r"\bB\d{3}\b")
 _COMMENT_OR_QUOTE = re.compile(r"""#|'''|\"\"\"|'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*\"""")
 
 _lock = threading.Lock()
+_VISIT_ALL = False  # tests set this to compare with visiting every node as Bandit does
+
+
+class _Everything(frozenset):  # type: ignore[type-arg]
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+_ALL_TYPES: frozenset[str] = _Everything()
 _test_sets: dict[bool, Any] = {}
 try:
     from bandit.plugins.trojansource import BIDI_CHARACTERS as _BIDI
@@ -120,6 +129,13 @@ class _RecordingTester(b_tester.BanditTester):  # type: ignore[misc]
             result._protege_node = raw_context.get("node")
         return scores
 
+    def _get_nosecs_from_contexts(self, context: dict, test_result: Any = None) -> set[str] | None:
+        # Bandit asks this after every test on every node, walking the node's line range each time; with
+        # no ``# nosec`` comment in the source the answer is always None (a third of the screen's time).
+        if not self.nosec_lines:
+            return None
+        return super()._get_nosecs_from_contexts(context, test_result)  # type: ignore[no-any-return]
+
 
 def _comment_col(line: str) -> int:
     """Column of the line's comment (``#`` outside strings), or -1."""
@@ -156,6 +172,7 @@ class _FocusedVisitor(b_node_visitor.BanditNodeVisitor):  # type: ignore[misc]
 
     focus: tuple[int, int] | None = None
     tree: ast.Module | None = None
+    active: frozenset[str] = frozenset()  # node types with a test or a visit_ method (see _active_types)
 
     def process(self, data: str) -> dict:
         """Bandit's process(), reusing the tree the screen already parsed (a second parse costs as much)."""
@@ -181,10 +198,29 @@ class _FocusedVisitor(b_node_visitor.BanditNodeVisitor):  # type: ignore[misc]
                 child._bandit_sibling = (  # type: ignore[attr-defined]
                     children[idx + 1] if isinstance(value, list) and idx + 1 < len(children) else None
                 )
-                if self._in_focus(child) and self.pre_visit(child):
+                if not self._in_focus(child):
+                    continue
+                if type(child).__name__ not in self.active:
+                    # No test and no bookkeeping for this node type (Name, Load, BinOp, ...: most of a tree):
+                    # Bandit would build a context for it and find no test to run. Its children still are.
+                    self.generic_visit(child)
+                elif self.pre_visit(child):
                     self.visit(child)
                     self.generic_visit(child)
                     self.post_visit(child)
+
+
+@lru_cache(maxsize=2)
+def _active_types(with_trojansource: bool) -> frozenset[str]:
+    """Node types Bandit does anything for: those with tests, and those its visitor has a visit_ method for.
+
+    Str and Bytes tests run on Constant nodes (Bandit's visit_Constant dispatches them).
+    """
+    names = {name for name in _tests(with_trojansource).tests if name != "File"}
+    names |= {m[len("visit_"):] for m in dir(b_node_visitor.BanditNodeVisitor) if m.startswith("visit_")}
+    if names & {"Str", "Bytes"}:
+        names.add("Constant")
+    return frozenset(names)
 
 
 def parse_nosec(lines: list[str], allowed: Callable[[int, int], bool] | None = None) -> dict[int, set[str]]:
@@ -244,12 +280,14 @@ def run_bandit(source: str, nosec: dict[int, set[str]] | None = None,
     """
     metrics = b_metrics.Metrics()
     metrics.begin(_FNAME)
-    tests = _tests(with_trojansource=bool(_BIDI_RE.search(source)))
+    with_trojansource = bool(_BIDI_RE.search(source))
+    tests = _tests(with_trojansource=with_trojansource)
     visitor = _FocusedVisitor(
         _FNAME, io.BytesIO(source.encode("utf-8")), b_meta_ast.BanditMetaAst(), tests, False, nosec or {}, metrics
     )
     visitor.focus = focus
     visitor.tree = tree
+    visitor.active = _active_types(with_trojansource) if not _VISIT_ALL else _ALL_TYPES
     visitor.tester = _RecordingTester(visitor.testset, False, nosec or {}, metrics)
     if imports:
         names, aliases = import_context(tuple(imports))

@@ -40,3 +40,15 @@ def test_int8_embeddings_stay_close_to_fp32() -> None:
     int8 = Embedder(max_tokens=128, quantize=True).encode(TEXTS[:3])
     assert float((fp32 * int8).sum(axis=1).min()) > 0.95  # per-channel scales (per-tensor gave ~0.9)
     assert int8[0] @ int8[1] > int8[0] @ int8[2] + 0.2
+
+
+def test_queries_may_be_longer_than_document_inputs() -> None:
+    shared = "def shared_prefix(alpha, beta, gamma):\n    total = alpha + beta + gamma\n"
+    a = shared + "    return sorted(words, key=len)  # sort the words by length" * 3
+    b = shared + "    raise ConnectionError('the database server refused the login')" * 3
+    embedder = Embedder(max_tokens=16, query_max_tokens=128)
+    docs = embedder.encode([a, b])
+    np.testing.assert_allclose(docs[0], docs[1], atol=1e-6)  # both cut inside the shared prefix
+    qa, qb = embedder.encode_query(a), embedder.encode_query(b)
+    assert qa.shape == (384,) and float(qa @ qb) < 0.99
+    assert float(np.linalg.norm(qa)) == pytest.approx(1.0, abs=1e-5)

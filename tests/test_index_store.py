@@ -313,3 +313,19 @@ def test_a_file_update_defers_orphan_deletes_which_stay_invisible(tmp_path: Path
         assert any(h.symbol == "renamed_compute_tax" for h in hits)
         index.update()  # a whole-workspace run deletes what was deferred
         assert index._get_store().all_ids() == {r.id for r in index.catalog.all_chunks()}
+
+
+def test_changed_embedding_settings_rebuild_the_index(tmp_path: Path) -> None:
+    ws = small_workspace(tmp_path / "ws")
+    with RepoIndex.open(ws, config(tmp_path, embed_max_tokens=32)) as index:
+        assert index.update().chunks_embedded > 0
+        assert index.catalog.get_meta("embedding_input") == "32 tokens, int8"
+    # Same settings: nothing to embed. Longer inputs give other vectors: the cache is rebuilt, not mixed.
+    with RepoIndex.open(ws, config(tmp_path, embed_max_tokens=32)) as index:
+        assert index.update().chunks_embedded == 0
+    with RepoIndex.open(ws, config(tmp_path, embed_max_tokens=64)) as index:
+        assert index.catalog.counts()["chunks"] == 0  # wiped on open
+        rebuilt = index.update()
+        assert rebuilt.files_indexed == 3 and rebuilt.chunks_embedded > 0
+        assert index.catalog.get_meta("embedding_input") == "64 tokens, int8"
+        assert index._get_store().all_ids() == {r.id for r in index.catalog.all_chunks()}
