@@ -236,6 +236,7 @@ def main() -> int:
                     help="index an evenly spaced sample of N files (chunking still covers all)")
     ap.add_argument("--sites", type=int, default=200)
     ap.add_argument("--search-queries", type=int, default=200, help="docstring -> code search tasks")
+    ap.add_argument("--embed-max-tokens", type=int, default=None, help="override the default document length")
     ap.add_argument("--baseline", action="store_true",
                     help="also index with the previous embedding settings (fp32, 128 tokens, path in the text)")
     ap.add_argument("--no-chunking", action="store_true", help="skip the whole-stdlib chunking comparison")
@@ -254,6 +255,8 @@ def main() -> int:
     size_mb = sum((ws / r).stat().st_size for r in rels) / 1e6
     # The workspaces hold only the copied .py files, so the default walk applies unchanged.
     cfg = IndexConfig(cache_dir=str(tmp / "cache"), use_security_screen=True)
+    if args.embed_max_tokens:
+        cfg.embed_max_tokens = args.embed_max_tokens
     result: dict = {"workspace": f"CPython {sys.version.split()[0]} stdlib (.py only)",
                     "stdlib_files": len(all_rels), "indexed_files": len(rels),
                     "indexed_sample": "all" if len(rels) == len(all_rels) else f"every {len(all_rels) / len(rels):.1f}th file",

@@ -88,25 +88,29 @@ class Embedder:
     def dimension(self) -> int:
         return int(self.model.dimension)
 
-    def _encode(self, texts: list[str], max_tokens: int) -> np.ndarray:
+    def _encode(self, texts: list[str], max_tokens: int, tail: bool = False) -> np.ndarray:
         model = self.model
         if isinstance(model, _SentenceTransformerAdapter):
             return np.asarray(model.encode(texts, batch_size=self.batch_size), dtype=np.float32)
-        return np.asarray(model.encode(texts, batch_size=self.batch_size, max_tokens=max_tokens), dtype=np.float32)
+        return np.asarray(model.encode(texts, batch_size=self.batch_size, max_tokens=max_tokens, tail=tail),
+                          dtype=np.float32)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Document vectors (inputs cut to ``max_tokens``): L2-normalised float32, one row per text."""
         return self._run(texts, self.max_tokens)
 
-    def encode_query(self, text: str) -> np.ndarray:
-        """One query vector; a query may be longer than a document input (``query_max_tokens``)."""
-        return self._run([text], self.query_max_tokens)[0]
+    def encode_query(self, text: str, max_tokens: int | None = None, tail: bool = False) -> np.ndarray:
+        """One query vector; a query may be longer than a document input (``query_max_tokens``).
 
-    def _run(self, texts: list[str], max_tokens: int) -> np.ndarray:
+        With ``tail`` a long text keeps its last tokens (the code just before a cursor), not its first.
+        """
+        return self._run([text], max_tokens or self.query_max_tokens, tail)[0]
+
+    def _run(self, texts: list[str], max_tokens: int, tail: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         if len(texts) > SMALL_BATCH or self.threads:
-            return self._encode(texts, max_tokens)
+            return self._encode(texts, max_tokens, tail)
         import torch
 
         # A query's matmuls are tiny: extra intra-op threads only add OpenMP barriers, and on a busy machine
@@ -115,7 +119,7 @@ class Embedder:
             previous = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
-                return self._encode(texts, max_tokens)
+                return self._encode(texts, max_tokens, tail)
             finally:
                 torch.set_num_threads(previous)
 

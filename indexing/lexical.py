@@ -60,3 +60,20 @@ def identifiers(text: str) -> list[str]:
         if len(ident) > 1 and not ident[0].isdigit() and ident.lower() not in STOPWORDS:
             seen.setdefault(ident, None)
     return list(seen)
+
+
+_CODE_PUNCT = re.compile(r"\w\(|\w\.[A-Za-z_]|[=\[\]{};]")  # a call, an attribute, brackets: code, not prose
+
+
+def symbol_candidates(query: str) -> list[str]:
+    """Identifiers in a search query worth looking up as definitions.
+
+    In code (or a one-word query) every identifier counts; in prose only those shaped like code
+    (``snake_case``, ``camelCase``, with digits): "Return the number of bytes" names no symbol, and
+    looking up ``number`` and ``bytes`` as definitions only adds noise (docstring -> code search MRR
+    0.52 with every word vs 0.56 without; bench/bench_index.py).
+    """
+    names = [n for n in identifiers(query) if len(n) > 2]
+    if len(names) <= 1 or _CODE_PUNCT.search(query):
+        return names
+    return [n for n in names if "_" in n or any(c.isdigit() for c in n) or any(c.isupper() for c in n[1:])]

@@ -139,17 +139,20 @@ class MiniLM:
         self.model = model
         self.dimension = int(config["hidden_size"])
 
-    def _ids(self, texts: list[str], max_tokens: int) -> list[list[int]]:
-        """Token ids of each text cut to ``max_tokens`` the way the tokenizer truncates ([CLS] ... [SEP])."""
-        limit = max(2, min(max_tokens, self.max_positions))
+    def _ids(self, texts: list[str], max_tokens: int, tail: bool = False) -> list[list[int]]:
+        """Token ids of each text cut to ``max_tokens`` ([CLS] ... [SEP]): its start, or with ``tail`` its end."""
+        limit = max(3, min(max_tokens, self.max_positions))
         out = []
         for enc in self.tokenizer.encode_batch(texts):
             ids = enc.ids
-            out.append(ids if len(ids) <= limit else ids[:limit - 1] + [self.sep_id])
+            if len(ids) > limit:
+                ids = ids[:1] + ids[-(limit - 1):] if tail else ids[:limit - 1] + [self.sep_id]
+            out.append(ids)
         return out
 
-    def encode(self, texts: list[str], batch_size: int = 64, max_tokens: int | None = None) -> np.ndarray:
-        encodings = self._ids(texts, max_tokens or self.max_tokens)
+    def encode(self, texts: list[str], batch_size: int = 64, max_tokens: int | None = None,
+               tail: bool = False) -> np.ndarray:
+        encodings = self._ids(texts, max_tokens or self.max_tokens, tail)
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i]))
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         with torch.inference_mode():

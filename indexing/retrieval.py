@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from indexing.catalog import Catalog, ChunkRow
-from indexing.lexical import identifiers, query_terms
+from indexing.lexical import identifiers, query_terms, symbol_candidates
 from indexing.results import ContextSnippet, SearchHit, SymbolLocation
 
 if TYPE_CHECKING:
@@ -26,6 +26,10 @@ CANDIDATES = 50
 # than this; on a saturated CPU (encode ~0.3-4 s measured at load 12-16 on 2 cores) it stays
 # definitions + BM25, which are SQLite lookups of well under a millisecond each.
 CONTEXT_VECTOR_BUDGET_MS = 25.0
+# The completion fast path embeds the last tokens before the cursor: shorter than a search query, so it
+# fits the budget, and the end of the window (what is being written), not its start.
+CONTEXT_QUERY_TOKENS = 64
+CONTEXT_QUERY_LINES = 12
 
 
 def rrf(rankings: list[list[str]], weights: list[float] | None = None) -> list[tuple[str, float]]:
@@ -50,15 +54,17 @@ class Retriever:
         self._probing = threading.Event()
 
     # ------------------------------------------------------------------ search
-    def _encode_timed(self, text: str) -> Any:
+    def _encode_context(self, text: str) -> Any:
+        """A completion-context query vector, timed: the moving average decides whether vectors are affordable."""
         start = time.perf_counter()
-        vec = self._embedder().encode_query(text)
+        vec = self._embedder().encode_query(text, max_tokens=CONTEXT_QUERY_TOKENS, tail=True)
         ms = (time.perf_counter() - start) * 1000
         self.encode_ms = ms if self.encode_ms is None else 0.8 * self.encode_ms + 0.2 * ms
         return vec
 
     def vector_ids(self, text: str, n: int) -> list[str]:
-        return [cid for cid, _ in self._store().query(self._encode_timed(text), n)]
+        """Nearest chunks to a search query (cut to ``query_max_tokens``)."""
+        return [cid for cid, _ in self._store().query(self._embedder().encode_query(text), n)]
 
     def context_vectors_affordable(self) -> bool:
         if not self._embedder_ready():
@@ -74,7 +80,7 @@ class Retriever:
 
     def _probe(self) -> None:
         try:
-            self._encode_timed("def probe(): return latency")
+            self._encode_context("def probe(): return latency\n" * 8)
         except Exception:  # noqa: BLE001 - a probe failure only keeps the fast path lexical
             log.debug("embedding latency probe failed", exc_info=True)
         finally:
@@ -99,8 +105,7 @@ class Retriever:
         if use_vectors:
             rankings.append(self.vector_ids(query, CANDIDATES))
             weights.append(1.0)
-        names = [n for n in identifiers(query) if len(n) > 2]
-        symbols = self.symbol_ids(names)
+        symbols = self.symbol_ids(symbol_candidates(query))
         if symbols:
             rankings.append(symbols)
             weights.append(1.0)
@@ -159,7 +164,8 @@ class Retriever:
         # 2. chunks similar to the code before the cursor (lexical always; vectors when the model is loaded)
         rankings = [[cid for cid, _ in self.catalog.lexical(query_terms(window, 24), 20)]]
         if self.context_vectors_affordable():
-            rankings.append(self.vector_ids(window[-1500:], 20))
+            recent = "\n".join(lines[max(0, line - CONTEXT_QUERY_LINES):line] + [lines[line][:character]])
+            rankings.append([cid for cid, _ in self._store().query(self._encode_context(recent), 20)])
         fused = rrf(rankings)
         rows = self.catalog.chunks_by_ids([cid for cid, _ in fused[:20]])
         for cid, score in fused[:20]:
