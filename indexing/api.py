@@ -8,11 +8,12 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from indexing.catalog import Catalog
-from indexing.config import INDEX_FORMAT_VERSION, IndexConfig
+from indexing.config import DEFAULT_EMBED_MAX_TOKENS, INDEX_FORMAT_VERSION, IndexConfig
 from indexing.embed import Embedder, model_id
 from indexing.indexer import Updater
 from indexing.lock import IndexLockedError, WriterLock
@@ -29,15 +30,25 @@ _EMBEDDERS: dict[tuple[Any, ...], Embedder] = {}
 _EMBEDDERS_LOCK = threading.Lock()
 
 
+def _stored_embed_tokens(catalog: Catalog) -> int | None:
+    stored = catalog.get_meta("embedding_input") or ""
+    head = stored.split(" tokens", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
 class RepoIndex:
     """One workspace's index. Reads are safe from many threads; writes take the single-writer lock."""
 
     def __init__(self, root: Path, config: IndexConfig) -> None:
         self.root = root
-        self.config = config
         self.cache_dir = config.resolved_cache_dir(root)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(self.cache_dir / "catalog.sqlite3")
+        if config.embed_max_tokens is None:
+            # Not chosen: keep what the existing index was built with (a `protege search` must not rebuild an
+            # index the editor built with other settings), else the default.
+            config = replace(config, embed_max_tokens=_stored_embed_tokens(self.catalog) or DEFAULT_EMBED_MAX_TOKENS)
+        self.config = config
         self.model_id = model_id(config.embedding_model)
         ws = hashlib.sha256(str(root).encode()).hexdigest()[:12]
         self.collection_name = f"{config.collection_prefix}-{ws}-v{INDEX_FORMAT_VERSION}-{self.model_id}"
@@ -103,8 +114,8 @@ class RepoIndex:
         with self._init_lock:
             if self._embedder is None:
                 c = self.config
-                key = (c.embedding_model, c.embed_max_tokens, c.embed_batch_size, c.embed_quantize, c.embed_threads,
-                       c.query_max_tokens)
+                key = (c.embedding_model, c.embed_max_tokens or DEFAULT_EMBED_MAX_TOKENS, c.embed_batch_size,
+                       c.embed_quantize, c.embed_threads, c.query_max_tokens)
                 with _EMBEDDERS_LOCK:  # one model per process, shared by every open workspace
                     if key not in _EMBEDDERS:
                         _EMBEDDERS[key] = Embedder(*key)

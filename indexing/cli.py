@@ -31,13 +31,19 @@ def _common(p: argparse.ArgumentParser) -> None:
                                                      "$XDG_CACHE_HOME/protege)")
     p.add_argument("--chroma-url", default=None, help="use a ChromaDB server (`chroma run`) at http://host:port")
     p.add_argument("--embedding-model", default=None, help="local sentence-transformers model directory")
+    p.add_argument("--embed-max-tokens", type=int, default=None,
+                   help="tokens of each chunk the embedding model reads (default: what the index was built with, "
+                        "else 32; a change rebuilds the index)")
 
 
 def _open(workspace: str, args: argparse.Namespace):  # noqa: ANN202 - RepoIndex, imported lazily
     from indexing.api import RepoIndex
     from indexing.config import IndexConfig
 
-    config = IndexConfig(cache_dir=args.cache_dir, chroma_url=args.chroma_url, embedding_model=args.embedding_model)
+    if args.embed_max_tokens is not None and not 8 <= args.embed_max_tokens <= 512:
+        raise SystemExit(f"protege: --embed-max-tokens must be from 8 to 512, got {args.embed_max_tokens}")
+    config = IndexConfig(cache_dir=args.cache_dir, chroma_url=args.chroma_url, embedding_model=args.embedding_model,
+                         embed_max_tokens=args.embed_max_tokens)
     return RepoIndex.open(workspace, config)
 
 

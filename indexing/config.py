@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Bump when the on-disk layout, chunking or embedding input changes: an old cache is then rebuilt.
+DEFAULT_EMBED_MAX_TOKENS = 32
 INDEX_FORMAT_VERSION = 3  # 2: chunk ids keyed by content, not position; 3: embedding input without the path
 
 
@@ -39,7 +40,7 @@ class IndexConfig:
     # Chunks are embedded on their first N tokens (symbol, signature, docstring, start). Measured on 800
     # stdlib functions (docstring -> code search, bench/bench_index.py): 32 tokens keep 0.93 of the 128-token
     # MRR at ~4x the speed.
-    embed_max_tokens: int = 32
+    embed_max_tokens: int | None = None  # None: what the existing index uses, else DEFAULT_EMBED_MAX_TOKENS
     query_max_tokens: int = 128  # queries (search text, code around the cursor) are cut here
     embed_batch_size: int = 64
     batch_chunks: int = 256  # chunks embedded and committed together; an interrupted run keeps finished batches

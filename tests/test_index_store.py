@@ -329,3 +329,7 @@ def test_changed_embedding_settings_rebuild_the_index(tmp_path: Path) -> None:
         assert rebuilt.files_indexed == 3 and rebuilt.chunks_embedded > 0
         assert index.catalog.get_meta("embedding_input") == "64 tokens, int8"
         assert index._get_store().all_ids() == {r.id for r in index.catalog.all_chunks()}
+    # Unset (as `protege search` leaves it): the index keeps the length it was built with.
+    with RepoIndex.open(ws, config(tmp_path)) as index:
+        assert index.config.embed_max_tokens == 64 and index.update().chunks_embedded == 0
+        assert index.search("cart total", k=3)

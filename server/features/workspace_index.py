@@ -60,7 +60,8 @@ def open_index(ls: ProtegeServer) -> None:
 
         opts = ls.config.index
         try:
-            index = RepoIndex.open(root, IndexConfig(chroma_url=opts.chroma_url, cache_dir=opts.cache_dir))
+            index = RepoIndex.open(root, IndexConfig(chroma_url=opts.chroma_url, cache_dir=opts.cache_dir,
+                                                       embed_max_tokens=opts.embed_max_tokens))
         except Exception as exc:  # a corrupt or locked index must not stop completions
             ls.index_error = f"could not open the index: {exc}"
             ls.warn_once(f"index:{exc}", f"Protege: {ls.index_error}; completions continue without it")
