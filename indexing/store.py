@@ -56,9 +56,14 @@ class VectorStore:
     def upsert(self, ids: list[str], embeddings: np.ndarray, documents: list[str],
                metadatas: list[dict[str, Any]]) -> None:
         step = max(1, min(self._max_batch, 2000))
+        # The embedded store is private to this index, whose catalog already holds each chunk's text: storing
+        # it again costs ~40% of an upsert (Chroma indexes documents for full-text search). A shared server
+        # (chroma_url) gets the text too, for whoever else reads the collection.
+        keep_text = self.mode == "http"
         for s in range(0, len(ids), step):
             self.collection.upsert(ids=ids[s:s + step], embeddings=embeddings[s:s + step],
-                                   documents=documents[s:s + step], metadatas=metadatas[s:s + step])  # type: ignore[arg-type]
+                                   documents=documents[s:s + step] if keep_text else None,
+                                   metadatas=metadatas[s:s + step])  # type: ignore[arg-type]
 
     def update_metadata(self, ids: list[str], metadatas: list[dict[str, Any]]) -> None:
         """New metadata for stored vectors (their text, hence vector, is unchanged)."""

@@ -6,7 +6,9 @@ call per projection); for a 10M-parameter model that overhead is several times t
 This module re-expresses the same network as a short loop over the model's own weights:
 
 * q/k/v and gate/up projections are fused into one matrix each (two GEMVs per layer instead of five),
-* rotary tables are precomputed for every position the cache can hold,
+* rotary tables are precomputed for every position the cache can hold, and q/k rows are reordered so
+  each rotated pair is adjacent: rotating q and k together is one complex multiply (the reordering is
+  the same for q and k, so their dot products, and the output, are unchanged),
 * the KV cache is one tensor per layer, written in place; cropping it is setting a length,
 * attention is ``scaled_dot_product_attention`` with grouped-query heads.
 
@@ -76,11 +78,24 @@ def _fused(mods: list[nn.Linear]) -> nn.Linear:
     return out
 
 
+def _pairs_adjacent(rows: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """Reorder each head's rows from [x0..x(h-1), xh..x(2h-1)] (rotate-half) to [x0, xh, x1, xh+1, ...]."""
+    half = head_dim // 2
+    order = torch.stack([torch.arange(half), torch.arange(half) + half], 1).reshape(-1)
+    shape = rows.shape
+    return rows.reshape(-1, head_dim, *shape[1:])[:, order].reshape(shape)
+
+
 class _Layer(nn.Module):
-    def __init__(self, layer: Any) -> None:
+    def __init__(self, layer: Any, head_dim: int) -> None:
         super().__init__()
         a, m = layer.self_attn, layer.mlp
         self.qkv = _fused([a.q_proj, a.k_proj, a.v_proj])
+        qk = a.q_proj.out_features + a.k_proj.out_features
+        with torch.no_grad():
+            self.qkv.weight[:qk] = _pairs_adjacent(self.qkv.weight[:qk].clone(), head_dim)
+            if self.qkv.bias is not None:
+                self.qkv.bias[:qk] = _pairs_adjacent(self.qkv.bias[:qk].clone(), head_dim)
         self.o = a.o_proj
         self.gate_up = _fused([m.gate_proj, m.up_proj])
         self.down = m.down_proj
@@ -108,7 +123,7 @@ class FastDecoder(nn.Module):
         self.max_len = int(max_len)
         self.scale = self.head_dim ** -0.5
         self.embed = inner.embed_tokens.weight.detach()
-        self.layers = nn.ModuleList(_Layer(layer) for layer in inner.layers)
+        self.layers = nn.ModuleList(_Layer(layer, self.head_dim) for layer in inner.layers)
         self.norm = inner.norm.weight.detach()
         self.lm_head = model.lm_head
         # Rotary tables exactly as the model's own rotary module computes them (inv_freq already
@@ -119,7 +134,7 @@ class FastDecoder(nn.Module):
         self.dtype = self.embed.dtype
         self.n_layers = len(self.layers)
         self.capacity = 0
-        self.cos = self.sin = self.k_cache = self.v_cache = torch.empty(0)
+        self.rot = self.k_cache = self.v_cache = torch.empty(0)
         self._grow(min(self.max_len, 2048))
         self.length = 0
 
@@ -131,9 +146,9 @@ class FastDecoder(nn.Module):
             raise ValueError(f"sequence of {need} tokens exceeds the decoder's limit of {self.max_len}")
         cap = min(self.max_len, max(need, 2 * self.capacity))
         pos = torch.arange(cap, dtype=torch.float32)
-        emb = torch.outer(pos, self.inv_freq).repeat(1, 2)
-        self.cos = (emb.cos() * self.rope_scale).to(self.dtype)
-        self.sin = (emb.sin() * self.rope_scale).to(self.dtype)
+        angles = torch.outer(pos, self.inv_freq)  # [cap, head_dim / 2]
+        # Rotation by each angle (times the rope's attention scaling) as one complex number per pair.
+        self.rot = torch.polar(torch.full_like(angles, self.rope_scale), angles)
         k = torch.zeros(self.n_layers, self.n_kv, cap, self.head_dim, dtype=self.dtype)
         v = torch.zeros_like(k)
         if self.capacity:
@@ -151,14 +166,17 @@ class FastDecoder(nn.Module):
 
     # -- forward -------------------------------------------------------------------------
     def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, (x.shape[-1],), w, self.eps)  # one kernel
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return w * xf.to(x.dtype)
 
-    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        half = x.shape[-1] // 2
-        rotated = torch.cat((-x[..., half:], x[..., :half]), -1)
-        return x * cos + rotated * sin
+    def _rotate(self, qk: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        """Rotary embedding of q and k heads together ([n, heads, head_dim], pairs adjacent), in float32."""
+        n, heads, hd = qk.shape
+        z = torch.view_as_complex(qk.float().reshape(n, heads, hd // 2, 2).contiguous())
+        return torch.view_as_real(z * self.rot[start:end, None, :]).reshape(n, heads, hd).to(qk.dtype)
 
     @torch.inference_mode()
     def forward(self, ids: list[int], all_logits: bool = False) -> torch.Tensor:
@@ -171,8 +189,6 @@ class FastDecoder(nn.Module):
             raise ValueError("no tokens to decode")
         self._grow(end)
         x = F.embedding(torch.tensor(ids, dtype=torch.long), self.embed)  # [n, hidden]
-        cos = self.cos[start:end].unsqueeze(0)  # [1, n, D]
-        sin = self.sin[start:end].unsqueeze(0)
         mask = None
         if n > 1 and start > 0:
             # Row i (absolute position start+i) sees every key up to and including itself.
@@ -181,11 +197,10 @@ class FastDecoder(nn.Module):
         for i, layer in enumerate(cast("list[_Layer]", self.layers)):
             h = self._rms(x, layer.ln1)
             qkv = layer.qkv(h)
-            q = qkv[:, : self.q_size].view(n, nh, hd).transpose(0, 1)
-            k = qkv[:, self.q_size: self.q_size + self.kv_size].view(n, nkv, hd).transpose(0, 1)
+            qk = self._rotate(qkv[:, : self.q_size + self.kv_size].view(n, nh + nkv, hd), start, end)
+            q = qk[:, :nh].transpose(0, 1)
+            k = qk[:, nh:].transpose(0, 1)
             v = qkv[:, self.q_size + self.kv_size:].view(n, nkv, hd).transpose(0, 1)
-            q = self._rope(q, cos, sin)
-            k = self._rope(k, cos, sin)
             self.k_cache[i, :, start:end] = k
             self.v_cache[i, :, start:end] = v
             keys = self.k_cache[i, :, :end]

@@ -67,8 +67,9 @@ def test_index_and_search_through_a_chroma_server(chroma_server: str, tmp_path: 
         client = chromadb.HttpClient(host=host.removeprefix("http://"), port=int(port))
         collection = client.get_collection(index.collection_name)
         assert collection.count() == status["chunks"]
-        got = collection.get(where={"path": "shop/pricing.py"}, include=["metadatas"])
+        got = collection.get(where={"path": "shop/pricing.py"}, include=["metadatas", "documents"])
         assert got["metadatas"] and got["metadatas"][0]["language"] == "python"
+        assert got["documents"] and all(d for d in got["documents"])  # a shared server gets the text too
         hits = index.search("sales tax owed in a region", k=3)
         assert any(h.path == "shop/pricing.py" for h in hits)
         (ws / "web" / "api.js").unlink()

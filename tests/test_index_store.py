@@ -70,6 +70,8 @@ def test_secrets_never_reach_chroma(indexed: tuple[RepoIndex, object]) -> None:
     metas = store.collection.get(where={"path": "shop/settings.py"}, include=["metadatas"])["metadatas"]
     assert metas and all("secret-redacted" in m["security"] for m in metas)
     assert stats.secrets_redacted >= 2
+    # The embedded store keeps vectors and metadata; the text lives once, in the catalog.
+    assert not any(store.collection.get(include=["documents"])["documents"] or [])
 
 
 def test_insecure_chunks_are_flagged_by_the_security_screen(indexed: tuple[RepoIndex, object]) -> None:
