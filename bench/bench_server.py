@@ -149,18 +149,26 @@ async def replay(model: str, files: list[Path], max_requests: int, extra: dict[s
                 mode = "line" if doc_lines[cur_line][cur_char:].strip() else "block"
                 if not ask:
                     continue
-                before = (await status())["cache"]
+                before_full = await status()
+                before = before_full["cache"]
                 t = time.perf_counter()
                 res = await client.text_document_inline_completion_async(types.InlineCompletionParams(
                     text_document=types.TextDocumentIdentifier(uri=uri),
                     position=types.Position(line=cur_line, character=cur_char),
                     context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)))
                 ms = (time.perf_counter() - t) * 1000
-                after = (await status())["cache"]
+                after_full = await status()
+                after = after_full["cache"]
                 kind = ("typed-ahead" if after["typedAheadHits"] > before["typedAheadHits"]
                         else "cache" if after["hits"] > before["hits"] else "model")
                 items = res.items if isinstance(res, types.InlineCompletionList) else []
-                records.append({"ms": ms, "kind": kind, "shown": bool(items), "mode": mode})
+                eb, ea = before_full["engine"], after_full["engine"]
+                records.append({"ms": ms, "kind": kind, "shown": bool(items), "mode": mode,
+                                # what the model did for this request (zero for cache hits)
+                                "prefill_tokens": (ea["prompt_tokens"] - eb["prompt_tokens"])
+                                - (ea["reused_tokens"] - eb["reused_tokens"]),
+                                "generated": ea["generated_tokens"] - eb["generated_tokens"],
+                                "model_ms": (ea["decode_s"] - eb["decode_s"]) * 1000})
         final = await status()
     finally:
         await client.shutdown_async(None)
@@ -199,6 +207,12 @@ def summarize(records: list[dict[str, Any]], status: dict[str, Any]) -> dict[str
         "kv_reuse_share": eng["reused_tokens"] / max(1, eng["prompt_tokens"]),
         "parameters": status["model"]["parameters"],
         "mean_ms": statistics.fmean(allms) if allms else None,
+        # Where the single-line tail comes from: the slowest requests, with the prompt tokens the model had to
+        # prefill (not reused from the cache) and the tokens it generated.
+        "slowest_line_requests": [{k: round(r[k], 1) if isinstance(r[k], float) else r[k]
+                                   for k in ("ms", "model_ms", "prefill_tokens", "generated", "kind")}
+                                  for r in sorted((r for r in records if r["mode"] == "line"),
+                                                  key=lambda r: -r["ms"])[:6]],
     }
 
 
@@ -234,6 +248,9 @@ def main() -> int:
     ap.add_argument("--baseline", action="store_true",
                     help="also run each variant with the generic engine (transformers forward, no drafts, PSM)")
     ap.add_argument("--threads", type=int, default=0, help="server torch threads (0: torch default)")
+    ap.add_argument("--set", action="append", default=[], metavar="OPTION=JSON",
+                    help="an initialization option for every variant, e.g. --set contextTokens=768")
+    ap.add_argument("--no-fp32", action="store_true", help="with --int8, run only the int8 variant")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "server.json"))
     args = ap.parse_args()
     files = [ROOT / "server" / "postprocess.py", ROOT / "server" / "scheduler.py", ROOT / "server" / "config.py"]
@@ -244,7 +261,10 @@ def main() -> int:
     results: dict[str, Any] = {}
     for label, path in models.items():
         base: dict[str, Any] = {"threads": args.threads} if args.threads else {}
-        variants: list[tuple[str, dict[str, Any]]] = [(label, base)]
+        for item in args.set:
+            key, _, value = item.partition("=")
+            base[key] = json.loads(value)
+        variants: list[tuple[str, dict[str, Any]]] = [] if args.int8 and args.no_fp32 else [(label, base)]
         if args.int8:
             variants.append((label + "+int8", {**base, "quantize": "int8"}))
         for name, extra in variants:

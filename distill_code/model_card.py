@@ -233,7 +233,7 @@ def ship_models(recipe: Recipe, summary: dict[str, Any], val_texts: Sequence[str
         stage = getattr(recipe, role)
         info = {"recipe": f"recipes/{recipe.name}.toml", "train": summary[role], "shape": asdict(stage.shape),
                 "corpus": corpus, "fim_rate": recipe.fim_rate, "spm_rate": recipe.spm_rate,
-                "vocab_size": recipe.vocab_size,
+                "vocab_size": recipe.vocab_size, "seq_len": stage.seq_len,
                 "kd": (f"loss = {stage.kd_alpha} x T^2 x KL(teacher || student) at T = {stage.kd_temperature} "
                        f"(distill_code.losses.forward_kl) + {1 - stage.kd_alpha:.2f} x cross-entropy")}
         result[role] = ship_model(role, src, ship / role, examples, info)

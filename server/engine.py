@@ -71,6 +71,7 @@ class Engine:
         self._kv_ids: list[int] = []
         self.decoder_name = ""
         self.spm_rate = 0.0  # share of suffix-prefix-middle examples in training, from the model's card.json
+        self.trained_context: int | None = None  # sequence length it was trained on (card.json "seq_len")
         self._n_params = 0
         self._stop_ids: set[int] = set()
         self.healer: Any = None
@@ -123,7 +124,10 @@ class Engine:
             }
             if tok.eos_token_id is not None:
                 self._stop_ids.add(int(tok.eos_token_id))
-            self.spm_rate = _card_spm_rate(Path(path))
+            card = _card(Path(path))
+            self.spm_rate = _number(card.get("spm_rate"), 0.0)
+            seq_len = int(_number(card.get("seq_len"), 0))
+            self.trained_context = seq_len if seq_len > 0 else None
             self.model, self.tokenizer, self._runner = model, tok, runner
             self._kv_ids = []
             self.state = "ready"
@@ -275,17 +279,31 @@ class Engine:
                 return True
         return False
 
+    def prompt_budget(self, requested: int) -> int:
+        """The prompt budget to use: ``requested``, capped at the length the model was trained on (when its
+        card records it): positions past that are out of distribution for its rotary embeddings, and cost
+        prefill time on every cold request."""
+        if self.trained_context and self.trained_context < requested:
+            return self.trained_context
+        return requested
 
 
-def _card_spm_rate(model_dir: Path) -> float:
-    """The suffix-prefix-middle share recorded in a Protege model card (0 when unknown)."""
+def _card(model_dir: Path) -> dict[str, Any]:
+    """A Protege model card (card.json beside the weights), or {} when there is none or it is unreadable."""
     import json
 
     try:
         card = json.loads((model_dir / "card.json").read_text(encoding="utf-8"))
-        return float(card.get("spm_rate", 0.0)) if isinstance(card, dict) else 0.0
-    except (OSError, ValueError, TypeError):
-        return 0.0
+    except (OSError, ValueError):
+        return {}
+    return card if isinstance(card, dict) else {}
+
+
+def _number(value: Any, default: float) -> float:
+    try:
+        return float(value) if value is not None else default
+    except (TypeError, ValueError):
+        return default
 
 
 class _NgramDrafter:

@@ -101,7 +101,11 @@ class CompletionService:
             layout = c.fim_layout
             if layout == "auto":
                 layout = "spm" if self.engine.spm_rate >= 0.25 else "psm"
-            self._builder = PromptBuilder(self.engine.tokenizer, self.engine.template, c.context_tokens,
+            budget = self.engine.prompt_budget(c.context_tokens)
+            if budget < c.context_tokens:
+                log.info("prompt budget %d tokens, not %d: the model was trained on %d-token sequences (card.json)",
+                         budget, c.context_tokens, budget)
+            self._builder = PromptBuilder(self.engine.tokenizer, self.engine.template, budget,
                                           c.prefix_share, c.suffix_share, layout=layout)
         return self._builder
 

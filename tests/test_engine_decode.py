@@ -57,3 +57,21 @@ def test_spm_rate_comes_from_the_model_card(tiny_model_dir: Path, tmp_path: Path
     (model / "card.json").write_text("{not json")
     e.load()
     assert e.ready and e.spm_rate == 0.0
+
+
+def test_prompt_budget_is_capped_at_the_trained_sequence_length(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from server.config import ProtegeConfig
+    from server.pipeline import CompletionService
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "card.json").write_text(json.dumps({"seq_len": 96}))
+    e = Engine(EngineOptions(model=str(model)))
+    e.load()
+    assert e.trained_context == 96
+    assert e.prompt_budget(1024) == 96 and e.prompt_budget(64) == 64
+    service = CompletionService(ProtegeConfig(context_tokens=1024), e)
+    assert service.builder.budget == 96
+    (model / "card.json").write_text(json.dumps({"seq_len": "n/a"}))  # unreadable: no cap
+    e.load()
+    assert e.trained_context is None and e.prompt_budget(1024) == 1024

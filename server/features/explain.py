@@ -235,7 +235,7 @@ def register(ls: ProtegeServer) -> None:
         progress = _Progress(ls, cancel)
         req = ExplainRequest(uri=uri, path=relative_path(ls, uri), text=text, language_id=language_id,
                              start_line=sl, start_char=sc, end_line=el, end_char=ec, max_new_tokens=max_tokens,
-                             prompt_tokens=ls.config.context_tokens)
+                             prompt_tokens=ls.engine.prompt_budget(ls.config.context_tokens))
         loop = asyncio.get_running_loop()
         outcome = "done"
         try:
@@ -314,7 +314,7 @@ def register(ls: ProtegeServer) -> None:
         try:
             info = await loop.run_in_executor(
                 ls.executor, hover, doc.source, relative_path(ls, uri), uri, doc.language_id, pos.line,
-                pos.character, explain_context(ls), HOVER_SUMMARY_TOKENS, min(512, ls.config.context_tokens),
+                pos.character, explain_context(ls), HOVER_SUMMARY_TOKENS, min(512, ls.engine.prompt_budget(ls.config.context_tokens)),
                 cancel)
         except asyncio.CancelledError:
             cancel.set()
