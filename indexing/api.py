@@ -126,6 +126,7 @@ class RepoIndex:
         """Load the embedding model and open the store now (the completion fast path uses vectors only when warm)."""
         self._get_embedder().encode(["warm up"])
         self._get_store()
+        self._retriever.measure_context_encoding()
 
     # ------------------------------------------------------------------ writes
     def update(self, paths: list[Path] | None = None, progress: Callable[[int, int, str], None] | None = None,
