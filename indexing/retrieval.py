@@ -169,7 +169,7 @@ class Retriever:
                 excerpt = "\n".join(body[max(0, offset - 1):offset + 14])
                 take(row, excerpt, row.start_line + max(0, offset - 1), 1.0 / (1 + rank), f"definition of {name}")
         # 2. chunks similar to the code before the cursor (lexical always; vectors when the model is loaded)
-        rankings = [[cid for cid, _ in self.catalog.lexical(query_terms(window, 24), 20)]]
+        rankings = [[cid for cid, _ in self.catalog.lexical(query_terms(window, 24), 20, selective=True)]]
         if self.context_vectors_affordable():
             recent = "\n".join(lines[max(0, line - CONTEXT_QUERY_LINES):line] + [lines[line][:character]])
             rankings.append([cid for cid, _ in self._store().query(self._encode_context(recent), 20)])

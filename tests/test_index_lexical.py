@@ -18,3 +18,28 @@ from indexing.lexical import symbol_candidates
 ])
 def test_symbol_candidates(query: str, expected: list[str]) -> None:
     assert symbol_candidates(query) == expected
+
+
+def test_lexical_search_skips_terms_most_chunks_contain(tmp_path) -> None:  # noqa: ANN001
+    from indexing.catalog import Catalog, FileRow
+    from indexing.chunker import Chunk
+
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    with catalog.transaction() as db:
+        for i in range(400):
+            text = f"def handler_{i}(value):\n    return value + {i}\n"
+            if i == 7:
+                text += "    checksum_crc32 = compute(value)\n"
+            chunk = Chunk(0, 2, f"handler_{i}", "function", "python", text)
+            catalog.replace_file(db, FileRow(f"m{i}.py", f"h{i}", len(text), 0), "python",
+                                 [(f"id{i}", f"t{i}", chunk, "")], [])
+        catalog.bump_generation(db)
+    # `value` is in every chunk: not worth its 400 postings; unknown terms are dropped; rare ones lead.
+    assert catalog.selective_terms(["value", "checksum_crc32", "nowhere_to_be_found"]) == ["checksum_crc32"]
+    assert catalog.lexical(["value", "checksum_crc32"], 3, selective=True) == [
+        (cid, score) for cid, score in catalog.lexical(["checksum_crc32"], 3)]
+    assert len(catalog.lexical(["value", "checksum_crc32"], 3)) == 3  # a search matches every term
+    assert catalog.selective_terms(["value"]) == ["value"]  # a lone term is kept
+    assert catalog.selective_terms(["value", "return"]) == ["value"]  # all common: the rarest one stays
+    assert len(catalog.lexical(["value"], 5)) == 5
+    catalog.close()
