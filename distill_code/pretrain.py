@@ -354,6 +354,11 @@ def _run_stages(recipe: Recipe, resume: bool, stages: tuple[str, ...]) -> dict[s
         result = train_stage(model, cfg, train, val, out / role, resume, teacher=teacher)
         model.save_pretrained(str(out / role / "final"))
         tok.save_pretrained(str(out / role / "final"))
+        # What the server needs to prompt it as trained (FIM layout, context length); the ship stage
+        # writes the full card over it.
+        (out / role / "final" / "card.json").write_text(json.dumps(
+            {"recipe": recipe.name, "train": result, "fim_rate": recipe.fim_rate, "spm_rate": recipe.spm_rate,
+             "seq_len": cfg.seq_len, "vocab_size": len(tok)}, indent=1) + "\n")
         summary[role] = result
         summary_path.write_text(json.dumps(summary, indent=1))
     if "ship" in stages:

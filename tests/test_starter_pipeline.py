@@ -106,6 +106,10 @@ def test_toy_recipe_end_to_end(toy_run: dict[str, Any]) -> None:
         assert "tokens seen" in card and "edit similarity" in card
         figures = json.loads((d / "card.json").read_text())
         assert figures["train"]["tokens_seen"] == summary[role]["tokens_seen"]
+        # The server caps prompts at the trained length: every card, shipped or not, records it.
+        seq_len = getattr(toy_run["recipe"], role).seq_len
+        assert figures["seq_len"] == seq_len
+        assert json.loads((out / role / "final" / "card.json").read_text())["seq_len"] == seq_len
         assert 0.0 <= figures["heldout"]["edit_similarity"] <= 1.0
         from safetensors import safe_open
 
