@@ -78,6 +78,7 @@ class Catalog:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
         self._count_cache: tuple[int, int] | None = None  # (generation, chunks)
+        self._df_cache: dict[str, int] = {}  # term -> chunks containing it, for this generation
 
     def close(self) -> None:
         self.db.close()
@@ -225,10 +226,18 @@ class Catalog:
         """
         if len(terms) <= 1:
             return terms
-        marks = ",".join("?" * len(terms))
-        df = dict(self.db.execute(f"SELECT term, doc FROM chunks_fts_vocab WHERE term IN ({marks})",  # noqa: S608
-                                  terms).fetchall())
-        total = self._chunk_count()
+        total = self._chunk_count()  # also drops the cached frequencies when the index changed
+        cache = self._df_cache  # replaced, never cleared: a reader on another thread keeps a whole dict
+        missing = [t for t in terms if t not in cache]
+        if missing:
+            marks = ",".join("?" * len(missing))
+            found = dict(self.db.execute(
+                f"SELECT term, doc FROM chunks_fts_vocab WHERE term IN ({marks})", missing).fetchall())  # noqa: S608
+            if len(cache) > 50_000:
+                cache = self._df_cache = {}
+            for t in missing:
+                cache[t] = int(found.get(t, 0))
+        df = {t: cache[t] for t in terms if cache.get(t, 0) > 0}
         limit = max(LEXICAL_COMMON_MIN_DOCS, int(total * LEXICAL_COMMON_SHARE))
         present = [t for t in terms if t in df]
         kept = [t for t in present if df[t] <= limit] or sorted(present, key=lambda t: df[t])[:1]
@@ -238,6 +247,7 @@ class Catalog:
         gen = self.generation()
         if self._count_cache is None or self._count_cache[0] != gen:
             self._count_cache = (gen, int(self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]))
+            self._df_cache = {}
         return self._count_cache[1]
 
     def lexical(self, terms: list[str], k: int, selective: bool = False) -> list[tuple[str, float]]:

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from indexing.catalog import Catalog, ChunkRow
@@ -28,7 +29,7 @@ CANDIDATES = 50
 CONTEXT_VECTOR_BUDGET_MS = 25.0
 # The completion fast path embeds the last tokens before the cursor: shorter than a search query, so it
 # fits the budget, and the end of the window (what is being written), not its start.
-CONTEXT_QUERY_TOKENS = 48  # MiniLM int8, one thread: ~15 ms (64 tokens: ~20 ms, 128: ~41 ms)
+CONTEXT_QUERY_TOKENS = 32  # MiniLM int8, one thread: ~10 ms (64 tokens: ~20 ms, 128: ~41 ms)
 CONTEXT_QUERY_LINES = 12
 
 
@@ -40,6 +41,18 @@ def rrf(rankings: list[list[str]], weights: list[float] | None = None) -> list[t
         for rank, cid in enumerate(ranking):
             scores[cid] = scores.get(cid, 0.0) + w / (RRF_K + rank + 1)
     return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _context_pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="protege-context")
+        return _POOL
 
 
 class Retriever:
@@ -138,6 +151,15 @@ class Retriever:
         snippets: list[ContextSnippet] = []
         used: set[str] = set()
         budget = max_chars
+        # The vector neighbours are computed on a worker thread while the definitions and BM25 are looked
+        # up here (torch and SQLite both release the GIL): the fast path costs the slower of the two, not
+        # their sum.
+        vectors: Future[list[str]] | None = None
+        character = max(0, min(character, len(lines[line]) if lines else 0))
+        if self.context_vectors_affordable():
+            recent = "\n".join(lines[max(0, line - CONTEXT_QUERY_LINES):line] + [lines[line][:character]])
+            vectors = _context_pool().submit(
+                lambda: [cid for cid, _ in self._store().query(self._encode_context(recent), 20)])
 
         def take(row: ChunkRow, snippet_text: str, start: int, score: float, reason: str) -> None:
             nonlocal budget
@@ -170,9 +192,8 @@ class Retriever:
                 take(row, excerpt, row.start_line + max(0, offset - 1), 1.0 / (1 + rank), f"definition of {name}")
         # 2. chunks similar to the code before the cursor (lexical always; vectors when the model is loaded)
         rankings = [[cid for cid, _ in self.catalog.lexical(query_terms(window, 24), 20, selective=True)]]
-        if self.context_vectors_affordable():
-            recent = "\n".join(lines[max(0, line - CONTEXT_QUERY_LINES):line] + [lines[line][:character]])
-            rankings.append([cid for cid, _ in self._store().query(self._encode_context(recent), 20)])
+        if vectors is not None:
+            rankings.append(vectors.result())
         fused = rrf(rankings)
         rows = self.catalog.chunks_by_ids([cid for cid, _ in fused[:20]])
         for cid, score in fused[:20]:
