@@ -37,9 +37,9 @@ class IndexConfig:
     chunk_merge_below_chars: int = 400  # consecutive small siblings are merged up to chunk_max_chars
     window_lines: int = 60  # line-window fallback for text without a grammar
     window_overlap: int = 10
-    # Chunks are embedded on their first N tokens (symbol, signature, docstring, start). Measured on 800
-    # stdlib functions (docstring -> code search, bench/bench_index.py): 32 tokens keep 0.93 of the 128-token
-    # MRR at ~4x the speed.
+    # Chunks are embedded on their first N tokens (symbol, signature, first lines). bench/bench_index.py
+    # --baseline (docstring -> code search): 32 tokens int8 keep 0.93 of the hybrid MRR of 128 tokens fp32
+    # and index 3.4x faster.
     embed_max_tokens: int | None = None  # None: what the existing index uses, else DEFAULT_EMBED_MAX_TOKENS
     query_max_tokens: int = 128  # queries (search text, code around the cursor) are cut here
     embed_batch_size: int = 64
