@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from indexing.lexical import symbol_candidates
@@ -20,7 +22,7 @@ def test_symbol_candidates(query: str, expected: list[str]) -> None:
     assert symbol_candidates(query) == expected
 
 
-def test_lexical_search_skips_terms_most_chunks_contain(tmp_path) -> None:  # noqa: ANN001
+def test_lexical_search_skips_terms_most_chunks_contain(tmp_path: Path) -> None:
     from indexing.catalog import Catalog, FileRow
     from indexing.chunker import Chunk
 
