@@ -31,6 +31,7 @@ CONTEXT_VECTOR_BUDGET_MS = 25.0
 # fits the budget, and the end of the window (what is being written), not its start.
 CONTEXT_QUERY_TOKENS = 32  # MiniLM int8, one thread: ~10 ms (64 tokens: ~20 ms, 128: ~41 ms)
 CONTEXT_QUERY_LINES = 12
+_PROBE_TEXT = "def probe(value):\n    return value * 2  # latency\n" * 6  # a context-sized query
 
 
 def rrf(rankings: list[list[str]], weights: list[float] | None = None) -> list[tuple[str, float]]:
@@ -93,14 +94,13 @@ class Retriever:
 
     def measure_context_encoding(self) -> None:
         """Time a context-sized query once the model is warm (a first call also pays one-time set-up)."""
-        sample = "def probe(value):\n    return value * 2  # latency\n" * 6
-        self._embedder().encode_query(sample, max_tokens=CONTEXT_QUERY_TOKENS, tail=True)
+        self._embedder().encode_query(_PROBE_TEXT, max_tokens=CONTEXT_QUERY_TOKENS, tail=True)
         self.encode_ms = None
-        self._encode_context(sample)
+        self._encode_context(_PROBE_TEXT)
 
     def _probe(self) -> None:
         try:
-            self._encode_context("def probe(): return latency\n" * 8)
+            self._encode_context(_PROBE_TEXT)
         except Exception:  # noqa: BLE001 - a probe failure only keeps the fast path lexical
             log.debug("embedding latency probe failed", exc_info=True)
         finally:
