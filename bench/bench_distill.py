@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from distill_code.encoding import Budget
-    from distill_code.evaluate import EvalConfig, evaluate_dir, format_table
+    from distill_code.evaluate import EvalConfig, evaluate_dir, format_table, paired_difference
     from distill_code.mining import MiningConfig, mine_to_disk
     from distill_code.trainer import TrainConfig, train
 
@@ -128,33 +128,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"teacher adapted in {adaptation['wall_s']:.0f} s: ES {results['teacher (adapted)']['edit_similarity']:.3f}"
               f" NLL {results['teacher (adapted)']['nll']:.3f}", file=sys.stderr)
     cache = work / "targets.sqlite"
-    for method in CONDITIONS:
+    conditions = [(m, m, "forward_kl") for m in CONDITIONS]
+    conditions += [(f"logit ({d})", "logit", d) for d in args.extra_divergences]
+    for name, method, divergence in conditions:
         cfg = TrainConfig(method=method, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           warmup_steps=max(1, args.steps // 20), top_k=args.top_k, alpha=args.alpha,
-                          save_every=0, seed=args.seed)
-        res = train(cfg, student, train_ex, work / f"run-{method}", teacher_paths=[str(teacher)], budget=budget,
+                          divergence=divergence, save_every=0, seed=args.seed)
+        run_dir = work / f"run-{method}" if divergence == "forward_kl" else work / f"run-{method}-{divergence}"
+        res = train(cfg, student, train_ex, run_dir, teacher_paths=[str(teacher)], budget=budget,
                     targets_cache=cache, progress=sys.stderr.isatty())
         ev = evaluate_dir(res.model_dir, heldout, ecfg, teacher)
         targets_s = float(res.target_stats.get("seconds", 0.0))
         ev.update({"wall_s": res.wall_s, "targets_s": targets_s, "train_s": res.wall_s - targets_s,
                    "final_loss": res.history[-1]["loss"],
                    "targets_bytes_per_token": res.target_stats.get("bytes_per_token")})
-        results[method] = ev
-        print(f"{method}: EM {ev['exact_match']:.3f} ES {ev['edit_similarity']:.3f} NLL {ev['nll']:.3f} "
+        results[name] = ev
+        print(f"{name}: EM {ev['exact_match']:.3f} ES {ev['edit_similarity']:.3f} NLL {ev['nll']:.3f} "
               f"({res.wall_s:.0f} s)", file=sys.stderr)
 
     def ratio(a: str, b: str, key: str) -> float | None:
         x, y = results[a][key], results[b][key]
         return round(x / y, 4) if y else None
 
+    def es_difference(a: str, b: str) -> dict[str, float]:
+        d = paired_difference(results[a]["per_example_es"], results[b]["per_example_es"])
+        return {k: round(v, 4) for k, v in d.items()}
+
     comparisons = {
         "logit_vs_ce": {k: ratio("logit", "ce", k) for k in ("exact_match", "edit_similarity", "nll", "wall_s")},
         "logit+hidden_vs_ce": {k: ratio("logit+hidden", "ce", k)
                                for k in ("exact_match", "edit_similarity", "nll", "wall_s")},
         "logit_vs_student": {k: ratio("logit", "student", k) for k in ("exact_match", "edit_similarity", "nll")},
+        # Edit similarity differences on the same held-out examples, with 95% bootstrap intervals: is a
+        # gap between two students larger than what the choice of examples explains?
+        "edit_similarity_paired": {f"{a} - {b}": es_difference(a, b) for a, b in (
+            ("logit", "ce"), ("logit+hidden", "ce"), ("logit", "student"))},
     }
+    for name, _, _ in conditions[len(CONDITIONS):]:
+        comparisons[f"{name}_vs_ce"] = {k: ratio(name, "ce", k) for k in ("exact_match", "edit_similarity", "nll")}
+        comparisons["edit_similarity_paired"][f"{name} - ce"] = es_difference(name, "ce")
     keep = ("exact_match", "edit_similarity", "identifier_f1", "nll", "teacher_top1_agreement", "teacher_kl",
-            "latency_p50_ms", "wall_s", "targets_s", "train_s", "final_loss", "targets_bytes_per_token", "examples")
+            "length_ratio_p50", "ended_by_cap", "ended_by_stop_token", "latency_p50_ms", "wall_s", "targets_s",
+            "train_s", "final_loss", "targets_bytes_per_token", "examples")
     report = {
         "benchmark": "distill", "scale": "tiny" if args.tiny else "starter",
         "repo": repo_info, "dataset": {"version": ds.version, "train": len(train_ex), "heldout": len(heldout),
@@ -164,7 +179,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "teacher_adaptation": adaptation,
         "student": str(student.relative_to(ROOT) if student.is_relative_to(ROOT) else student.name),
         "equal_compute": {"steps": args.steps, "batch_size": args.batch_size, "max_len": args.max_len,
-                          "lr": args.lr, "top_k": args.top_k, "alpha": args.alpha},
+                          "lr": args.lr, "top_k": args.top_k, "alpha": args.alpha,
+                          "divergence": "forward_kl", "extra_divergences": args.extra_divergences},
         "eval": {"examples": min(args.eval_examples, len(heldout)), "max_new_tokens": args.max_new_tokens},
         "results": {name: {k: r[k] for k in keep if k in r} for name, r in results.items()},
         "comparisons": comparisons,
@@ -206,6 +222,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--top-k", type=int, default=16)
     p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--extra-divergences", type=lambda v: [d for d in v.split(",") if d], default=[],
+                   help="also distill with these divergences (comma-separated, e.g. reverse_kl,jsd)")
     p.add_argument("--max-len", type=int, default=256)
     p.add_argument("--max-middle", type=int, default=64)
     p.add_argument("--max-per-file", type=int, default=60)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import shutil
 import statistics
 import time
@@ -34,7 +35,7 @@ from distill_code.workspace import promoted_model_dir
 log = logging.getLogger(__name__)
 LINE_KINDS = ("statement", "line_remainder", "arguments")
 REPORT_KEYS = ("exact_match", "edit_similarity", "identifier_f1", "nll", "teacher_top1_agreement",
-               "teacher_kl", "latency_p50_ms", "latency_p90_ms")
+               "teacher_kl", "length_ratio_p50", "ended_by_cap", "latency_p50_ms", "latency_p90_ms")
 
 
 @dataclass
@@ -48,6 +49,12 @@ class EvalConfig:
 def greedy_complete(model: Any, tokenizer: Any, template: FimTemplate, ex: Example, budget: Budget,
                     max_new_tokens: int) -> str:
     """Greedy completion with a KV cache; line kinds stop at the first newline, as the server's line mode does."""
+    return _greedy(model, tokenizer, template, ex, budget, max_new_tokens)[0]
+
+
+def _greedy(model: Any, tokenizer: Any, template: FimTemplate, ex: Example, budget: Budget,
+            max_new_tokens: int) -> tuple[str, str]:
+    """The completion and why it ended: "stop" (end-of-middle token), "newline" (line kinds) or "cap"."""
     prompt = encode_prompt(ex, tokenizer, template, budget, reserve=max_new_tokens)
     stop_ids = {i for i in (tokenizer.convert_tokens_to_ids(s) for s in template.stop_strings()) if i is not None}
     line_mode = ex.kind in LINE_KINDS
@@ -55,22 +62,27 @@ def greedy_complete(model: Any, tokenizer: Any, template: FimTemplate, ex: Examp
     past = None
     out_ids: list[int] = []
     text = ""
+    reason = "cap"
     with torch.no_grad():
         for _ in range(max_new_tokens):
             out = model(input_ids=ids, past_key_values=past, use_cache=True)
             past = out.past_key_values
             nxt = int(out.logits[0, -1].argmax())
             if nxt in stop_ids:
+                reason = "stop"
                 break
             out_ids.append(nxt)
             text = tokenizer.decode(out_ids, skip_special_tokens=False)
             if line_mode and "\n" in text:
                 text = text.split("\n", 1)[0]
+                reason = "newline"
                 break
             ids = torch.tensor([[nxt]])
     for s in template.stop_strings():
-        text = text.split(s, 1)[0]
-    return text
+        if s in text:
+            text = text.split(s, 1)[0]
+            reason = "stop"
+    return text, reason
 
 
 def evaluate_model(model: Any, tokenizer: Any, examples: list[Example], cfg: EvalConfig | None = None,
@@ -82,18 +94,26 @@ def evaluate_model(model: Any, tokenizer: Any, examples: list[Example], cfg: Eva
     if not exs:
         raise ValueError("no held-out FIM examples to evaluate on; mine a repository first")
     model.eval()
-    em, es, f1, lat = [], [], [], []
+    em, es, f1, lat, ratio, reasons = [], [], [], [], [], []
     for ex in tqdm(exs, desc="eval", disable=not progress, leave=False):
         t0 = time.perf_counter()
-        pred = greedy_complete(model, tokenizer, template, ex, cfg.budget, cfg.max_new_tokens)
+        pred, reason = _greedy(model, tokenizer, template, ex, cfg.budget, cfg.max_new_tokens)
         lat.append((time.perf_counter() - t0) * 1000)
         em.append(exact_match(pred, ex.middle))
         es.append(edit_similarity(pred, ex.middle))
         f1.append(identifier_f1(pred, ex.middle))
+        ratio.append(len(pred) / max(1, len(ex.middle)))
+        reasons.append(reason)
     res: dict[str, Any] = {
         "examples": len(exs), "exact_match": statistics.fmean(em), "edit_similarity": statistics.fmean(es),
         "identifier_f1": statistics.fmean(f1), "latency_p50_ms": statistics.median(lat),
         "latency_p90_ms": sorted(lat)[int(0.9 * (len(lat) - 1))],
+        # Where completions end: the length of each against its reference (median; 1.0 = as long),
+        # and the share cut by the token cap or ended by the model's end-of-middle token.
+        "length_ratio_p50": statistics.median(ratio),
+        "ended_by_cap": reasons.count("cap") / len(reasons),
+        "ended_by_stop_token": reasons.count("stop") / len(reasons),
+        "per_example_es": [round(x, 4) for x in es],  # for paired comparisons
     }
     res.update(_teacher_forced(model, tokenizer, template, exs, cfg, teacher))
     return res
@@ -139,6 +159,17 @@ def evaluate_dir(model_dir: str | Path, examples: list[Example], cfg: EvalConfig
 
 
 # ------------------------------------------------------------------------ report and gate
+
+
+def paired_difference(a: list[float], b: list[float], resamples: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Mean of ``a - b`` over the same examples, with a 95% bootstrap interval (resampling examples)."""
+    if len(a) != len(b) or not a:
+        raise ValueError("paired scores need the same, non-empty examples")
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    rng = random.Random(seed)
+    means = sorted(statistics.fmean(rng.choices(diffs, k=len(diffs))) for _ in range(resamples))
+    return {"mean": statistics.fmean(diffs), "ci95_low": means[int(0.025 * resamples)],
+            "ci95_high": means[int(0.975 * resamples) - 1]}
 
 
 def score(metrics: dict[str, Any]) -> float:

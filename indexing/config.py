@@ -46,6 +46,7 @@ class IndexConfig:
     batch_chunks: int = 256  # chunks embedded and committed together; an interrupted run keeps finished batches
     embed_quantize: bool = True  # int8 per-channel dynamic quantization: ~1.5x faster, cosine to fp32 ~0.98
     embed_threads: int | None = None  # None -> torch's default
+    embed_workers: int = 2  # threads embedding batches side by side during a full index
     lock_timeout_s: float = 0.0  # how long a writer waits for another writer before giving up
     extra_ignore: list[str] = field(default_factory=list)  # gitignore-style patterns added to the deny-list
     collection_prefix: str = "protege"

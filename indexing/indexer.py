@@ -13,6 +13,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -147,8 +148,9 @@ class Updater:
         touched: list[FileRow] = []
         batch: list[_Prepared] = []
         batch_chunks = 0
-        pending: _Plan | None = None
-        embed_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="protege-embed") \
+        pending: deque[_Plan] = deque()
+        workers = max(1, self.config.embed_workers)
+        embed_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="protege-embed") \
             if len(candidates) > 1 else None
         try:
             for entry in candidates:
@@ -179,15 +181,15 @@ class Updater:
                 batch.append(prepared)
                 batch_chunks += len(prepared.chunk_ids)
                 if batch_chunks >= self.config.batch_chunks:
-                    # Pipelined: this batch embeds on a worker thread (torch releases the GIL) while the
-                    # previous one is committed and the next files are read, chunked and screened.
-                    started = self._plan(batch, stats, embed_pool)
-                    if pending is not None:
-                        done = self._finish(pending, stats, done, total, progress)
-                    pending = started
+                    # Pipelined: batches embed on worker threads (the traced encoder runs without the GIL)
+                    # while earlier ones are committed and the next files are read, chunked and screened.
+                    # One more batch than workers is in flight, so a worker never waits for this thread.
+                    pending.append(self._plan(batch, stats, embed_pool))
+                    while len(pending) > workers:
+                        done = self._finish(pending.popleft(), stats, done, total, progress)
                     batch, batch_chunks = [], 0
-            if pending is not None:  # already embedding: commit it even when cancelled (nothing is lost)
-                done = self._finish(pending, stats, done, total, progress)
+            while pending:  # already embedding: commit them even when cancelled (nothing is lost)
+                done = self._finish(pending.popleft(), stats, done, total, progress)
             if cancel is not None and cancel.is_set():
                 stats.cancelled = True
             if batch and not stats.cancelled:

@@ -101,6 +101,31 @@ def _rename(name: str) -> str | None:
     return None  # pooler, position_ids: unused by mean pooling
 
 
+def _traced(model: nn.Module) -> torch.jit.ScriptModule | None:
+    """The encoder as a TorchScript graph, or None when tracing fails or changes the output.
+
+    An eager forward re-takes the GIL between its ~200 ops; while another Python thread runs (the
+    indexer chunks and screens the next files while a batch embeds) each re-take waits out the
+    interpreter's switch interval, and the embedding ran ~3.5x slower (measured with a busy Python thread:
+    eager 3.4 s -> 11.9 s, traced 2.8 s -> 3.2 s). A traced forward runs in C++ without the GIL.
+    Batch size and width stay dynamic (checked below on a second shape with padding).
+    """
+    import warnings
+
+    example = (torch.full((2, 8), 1000, dtype=torch.long), torch.ones((2, 8), dtype=torch.long))
+    check_ids = torch.arange(1000, 1051, dtype=torch.long).view(3, 17)
+    check_mask = torch.ones_like(check_ids)
+    check_mask[1, 9:] = 0
+    try:
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(model, example, check_trace=False)
+            same = torch.allclose(traced(check_ids, check_mask), model(check_ids, check_mask), atol=1e-5)
+    except Exception:  # noqa: BLE001 - an eager forward is always correct, only slower
+        return None
+    return traced if same else None
+
+
 class MiniLM:
     """Tokenize + encode + L2-normalise, in length-sorted batches."""
 
@@ -136,7 +161,8 @@ class MiniLM:
                 # Per-channel weight scales: cosine to fp32 ~0.98 on code chunks (per-tensor: ~0.93).
                 qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
                 model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear: qconfig}, dtype=torch.qint8)
-        self.model = model
+        self.eager = model
+        self.model: nn.Module | torch.jit.ScriptModule = _traced(model) or model
         self.dimension = int(config["hidden_size"])
 
     def _ids(self, texts: list[str], max_tokens: int, tail: bool = False) -> list[list[int]]:
@@ -159,12 +185,11 @@ class MiniLM:
             for start in range(0, len(order), batch_size):
                 batch = order[start:start + batch_size]
                 width = max(len(encodings[i]) for i in batch)
-                ids = torch.zeros((len(batch), width), dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    tokens = encodings[i]
-                    ids[row, :len(tokens)] = torch.tensor(tokens)
-                    mask[row, :len(tokens)] = 1
+                # Padded in Python and converted once: a torch op per row re-takes the GIL per row, and
+                # with the indexer's thread busy each re-take waits out the switch interval.
+                ids = torch.tensor([encodings[i] + [0] * (width - len(encodings[i])) for i in batch])
+                lengths = torch.tensor([len(encodings[i]) for i in batch])
+                mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
                 vecs = F.normalize(self.model(ids, mask), dim=-1)
                 out[batch] = vecs.float().numpy()
         return out

@@ -11,7 +11,15 @@ import pytest
 import torch
 
 from distill_code.encoding import Budget
-from distill_code.evaluate import EvalConfig, evaluate_dir, evaluate_model, format_table, gate, promote
+from distill_code.evaluate import (
+    EvalConfig,
+    evaluate_dir,
+    evaluate_model,
+    format_table,
+    gate,
+    paired_difference,
+    promote,
+)
 from distill_code.mining import Example, MiningConfig, mine_repository
 from distill_code.modeling import LlamaShape, load_causal_lm
 from distill_code.quantize import compression_report, quantize_int8, weight_bytes
@@ -133,6 +141,9 @@ def test_evaluation_report_gate_and_promotion(student_dir: Path, tiny_model_dir:
     for r in (res_t, res_s):
         assert r["examples"] == 6 and r["nll"] > 0 and r["latency_p50_ms"] > 0
         assert 0.0 <= r["exact_match"] <= 1.0 and 0.0 <= r["edit_similarity"] <= 1.0
+        assert len(r["per_example_es"]) == 6
+        assert sum(r["per_example_es"]) / 6 == pytest.approx(r["edit_similarity"], abs=1e-3)
+        assert r["length_ratio_p50"] >= 0 and 0.0 <= r["ended_by_cap"] + r["ended_by_stop_token"] <= 1.0
     # A model evaluated on its own teacher-forced references: NLL matches a direct computation.
     model, tok = teacher
     again = evaluate_model(model, tok, heldout, cfg)
@@ -185,3 +196,15 @@ def test_cross_tokenizer_teacher_needs_uld_and_then_trains(student_dir: Path, da
     res = train(_cfg(targets="dense", cross_tokenizer="uld", steps=6), student_dir, data[0][:6], tmp_path / "u",
                 teacher_paths=[str(other)], budget=BUDGET, progress=False)
     assert res.history[-1]["kd"] < res.history[0]["kd"] and res.history[-1]["loss"] < res.history[0]["loss"]
+
+
+def test_paired_difference_of_per_example_scores() -> None:
+    a = [0.2, 0.5, 0.9, 0.1, 0.4]
+    same = paired_difference(a, a)
+    assert same == {"mean": 0.0, "ci95_low": 0.0, "ci95_high": 0.0}
+    shifted = paired_difference([x + 0.1 for x in a], a)
+    assert shifted["mean"] == pytest.approx(0.1) and shifted["ci95_low"] == pytest.approx(0.1)
+    mixed = paired_difference([1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0])
+    assert mixed["ci95_low"] < 0 < mixed["ci95_high"] and mixed["mean"] == 0.0
+    with pytest.raises(ValueError):
+        paired_difference(a, a[:-1])

@@ -52,3 +52,20 @@ def test_queries_may_be_longer_than_document_inputs() -> None:
     qa, qb = embedder.encode_query(a), embedder.encode_query(b)
     assert qa.shape == (384,) and float(qa @ qb) < 0.99
     assert float(np.linalg.norm(qa)) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("quantize", [False, True])
+def test_the_encoder_runs_traced_with_the_eager_output(quantize: bool) -> None:
+    """The forward runs as a TorchScript graph (no GIL between ops); batch size, width and padding stay
+    dynamic and the vectors equal the eager module's."""
+    import torch
+
+    from indexing.minilm import MiniLM
+
+    model = MiniLM(default_model_path(), 32, quantize)
+    assert isinstance(model.model, torch.jit.ScriptModule)
+    texts = TEXTS[:4] + ["def f():\n    pass", "a"]  # different lengths: padded batches
+    traced = model.encode(texts, batch_size=4)
+    model.model = model.eager
+    eager = model.encode(texts, batch_size=4)
+    np.testing.assert_allclose(traced, eager, atol=1e-5)

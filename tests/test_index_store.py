@@ -244,6 +244,28 @@ def test_cancel_then_resume(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
         assert index._get_store().all_ids() == {r.id for r in index.catalog.all_chunks()}
 
 
+def test_many_batches_in_flight_store_what_one_batch_stores(tmp_path: Path) -> None:
+    """Several embedding workers with tiny batches (many in flight, finished in order) leave the same
+    catalog rows and vectors as one batch embedded on the calling thread. fp32 here: int8 activations
+    are quantized per batch, so an int8 vector depends slightly on its batch-mates."""
+    import numpy as np
+
+    ws = make_workspace(tmp_path / "ws")
+    results = []
+    runs = ({"batch_chunks": 100_000, "embed_workers": 1}, {"batch_chunks": 1, "embed_workers": 3})
+    for n, kw in enumerate(runs):
+        cfg = IndexConfig(cache_dir=str(tmp_path / f"cache{n}"), embed_quantize=False, **kw)  # type: ignore[arg-type]
+        with RepoIndex.open(ws, cfg) as index:
+            stats = index.update()
+            rows = {r.id: (r.path, r.start_line, r.end_line, r.symbol) for r in index.catalog.all_chunks()}
+            assert index._get_store().all_ids() == set(rows)
+            results.append((stats.files_indexed, rows, index._get_store().embeddings(sorted(rows))))
+    (files_a, rows_a, vecs_a), (files_b, rows_b, vecs_b) = results
+    assert files_a == files_b and len(rows_a) >= 8 and rows_a == rows_b
+    for cid, vec in vecs_a.items():
+        np.testing.assert_allclose(vecs_b[cid], vec, atol=1e-4)
+
+
 def test_orphans_from_an_interrupted_write_are_removed(tmp_path: Path) -> None:
     import numpy as np
 
