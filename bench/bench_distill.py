@@ -128,13 +128,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"teacher adapted in {adaptation['wall_s']:.0f} s: ES {results['teacher (adapted)']['edit_similarity']:.3f}"
               f" NLL {results['teacher (adapted)']['nll']:.3f}", file=sys.stderr)
     cache = work / "targets.sqlite"
-    conditions = [(m, m, "forward_kl") for m in CONDITIONS]
-    conditions += [(f"logit ({d})", "logit", d) for d in args.extra_divergences]
-    for name, method, divergence in conditions:
+    conditions = [(m, m, "forward_kl", args.end_token) for m in CONDITIONS]
+    for spec in args.extra_divergences:  # "reverse_kl" or "forward_kl:teacher" (divergence:end token)
+        divergence, _, end = spec.partition(":")
+        conditions.append((f"logit ({spec})", "logit", divergence, end or args.end_token))
+    for name, method, divergence, end_token in conditions:
         cfg = TrainConfig(method=method, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           warmup_steps=max(1, args.steps // 20), top_k=args.top_k, alpha=args.alpha,
-                          divergence=divergence, save_every=0, seed=args.seed)
-        run_dir = work / f"run-{method}" if divergence == "forward_kl" else work / f"run-{method}-{divergence}"
+                          divergence=divergence, end_token=end_token, save_every=0, seed=args.seed)
+        run_dir = work / ("run-" + name.replace(" ", "").replace("(", "-").replace(")", "").replace(":", "-"))
         res = train(cfg, student, train_ex, run_dir, teacher_paths=[str(teacher)], budget=budget,
                     targets_cache=cache, progress=sys.stderr.isatty())
         ev = evaluate_dir(res.model_dir, heldout, ecfg, teacher)
@@ -164,7 +166,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "edit_similarity_paired": {f"{a} - {b}": es_difference(a, b) for a, b in (
             ("logit", "ce"), ("logit+hidden", "ce"), ("logit", "student"))},
     }
-    for name, _, _ in conditions[len(CONDITIONS):]:
+    for name, *_ in conditions[len(CONDITIONS):]:
         comparisons[f"{name}_vs_ce"] = {k: ratio(name, "ce", k) for k in ("exact_match", "edit_similarity", "nll")}
         comparisons["edit_similarity_paired"][f"{name} - ce"] = es_difference(name, "ce")
     keep = ("exact_match", "edit_similarity", "identifier_f1", "nll", "teacher_top1_agreement", "teacher_kl",
@@ -180,7 +182,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "student": str(student.relative_to(ROOT) if student.is_relative_to(ROOT) else student.name),
         "equal_compute": {"steps": args.steps, "batch_size": args.batch_size, "max_len": args.max_len,
                           "lr": args.lr, "top_k": args.top_k, "alpha": args.alpha,
-                          "divergence": "forward_kl", "extra_divergences": args.extra_divergences},
+                          "divergence": "forward_kl", "end_token": args.end_token,
+                          "extra_divergences": args.extra_divergences},
         "eval": {"examples": min(args.eval_examples, len(heldout)), "max_new_tokens": args.max_new_tokens},
         "results": {name: {k: r[k] for k in keep if k in r} for name, r in results.items()},
         "comparisons": comparisons,
@@ -222,8 +225,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--top-k", type=int, default=16)
     p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--end-token", choices=("reference", "teacher"), default="reference",
+                   help="what the KD students learn the end-of-completion token from (TrainConfig.end_token)")
     p.add_argument("--extra-divergences", type=lambda v: [d for d in v.split(",") if d], default=[],
-                   help="also distill with these divergences (comma-separated, e.g. reverse_kl,jsd)")
+                   help="more logit-KD students: divergence[:end token], comma-separated "
+                        "(e.g. reverse_kl,forward_kl:teacher)")
     p.add_argument("--max-len", type=int, default=256)
     p.add_argument("--max-middle", type=int, default=64)
     p.add_argument("--max-per-file", type=int, default=60)

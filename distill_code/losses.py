@@ -19,7 +19,7 @@ Conventions shared by every loss here:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -254,6 +254,25 @@ def masked_cross_entropy(student_logits: Tensor, labels: Tensor, mask: Tensor | 
     ce = F.cross_entropy(_upcast(student_logits).reshape(-1, student_logits.shape[-1]), labels.reshape(-1),
                          reduction="none").reshape(labels.shape)
     return masked_mean(ce, mask)
+
+
+def reference_at(positions: Tensor, per_position_kd: Callable[[Tensor], Tensor], student_logits: Tensor,
+                 labels: Tensor) -> Tensor:
+    """A divergence over completion positions, with cross-entropy on the reference at ``positions``.
+
+    ``per_position_kd(mask)`` is the divergence's masked mean over the positions in ``mask``; the result
+    weighs both parts by their share of positions, so with no ``positions`` it equals the divergence.
+    Used for the end-of-completion token: where a completion ends is the repository's fact, and a
+    student matching a teacher's soft distribution there learnt to stop late (see bench_distill).
+    """
+    n = labels.numel()
+    if n == 0:
+        return student_logits.sum() * 0.0
+    rest = ~positions
+    loss = per_position_kd(rest) * (rest.sum() / n)
+    if bool(positions.any()):
+        loss = loss + F.cross_entropy(student_logits[positions].float(), labels[positions], reduction="sum") / n
+    return loss
 
 
 def mix_with_ce(kd_loss: Tensor, ce_loss: Tensor, alpha: float) -> Tensor:

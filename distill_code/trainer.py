@@ -45,6 +45,9 @@ class TrainConfig:
     temperature: float = 1.0
     beta: float = 0.5  # generalized JSD only
     alpha: float = 0.9  # KD weight; 1 - alpha goes to cross-entropy
+    # Where the reference completion ends (its end-of-middle token) the student learns from the
+    # reference ("reference") or from the teacher's distribution like every other token ("teacher").
+    end_token: str = "reference"
     hidden_weight: float = 1.0
     hidden_kind: str = "mse"
     cross_tokenizer: str | None = None  # "uld" to allow teachers with another tokenizer
@@ -71,6 +74,8 @@ class TrainConfig:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.divergence not in L.DIVERGENCES:
             raise ValueError(f"unknown divergence {self.divergence!r}; choose one of {', '.join(L.DIVERGENCES)}")
+        if self.end_token not in ("reference", "teacher"):
+            raise ValueError(f"end_token must be 'reference' or 'teacher', got {self.end_token!r}")
         if self.targets not in ("sparse", "dense"):
             raise ValueError(f"targets must be 'sparse' or 'dense', got {self.targets!r}")
         if self.steps < 1 or self.batch_size < 1:
@@ -154,6 +159,7 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
     if not encoded:
         raise ValueError("no FIM training examples to train on; mine a repository with source files first")
     pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+    end_id = end_token_id(tok, template) if cfg.end_token == "reference" else None
 
     teacher: LocalTeacher | None = None
     sparse: dict[str, L.SparseTargets] = {}
@@ -236,7 +242,7 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
         batch_enc: list[Encoded] = [encoded[i] for i in _batch_indices(len(encoded), cfg.batch_size, cfg.seed, step)]
         b = {k: v.to(acc.device) for k, v in collate(batch_enc, pad_id).items()}
         with acc.accumulate(student):
-            parts = _step_losses(cfg, student, teacher, hidden_loss, b, batch_enc, sparse, pad_id, cross)
+            parts = _step_losses(cfg, student, teacher, hidden_loss, b, batch_enc, sparse, pad_id, cross, end_id)
             acc.backward(parts["loss"])
             if acc.sync_gradients and cfg.max_grad_norm:
                 acc.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -291,10 +297,24 @@ def _save_checkpoint(acc: Accelerator, ckpt: Path, step: int, history: list[dict
         tmp.replace(ckpt / "trainer_state.json")  # the state file appears only once the weights are written
 
 
+def end_token_id(tok: Any, template: Any) -> int:
+    """The id of the token that ends every training completion (encode_example appends it)."""
+    idx = tok.convert_tokens_to_ids(template.eos)
+    if idx is None:
+        raise ValueError(f"the tokenizer has no {template.eos!r} token")
+    return int(idx)
+
+
+def _kd_with_end(at_end: torch.Tensor | None, kd: Any, selected: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if at_end is None:
+        return kd(None)
+    return L.reference_at(at_end, kd, selected, labels)
+
+
 def _step_losses(cfg: TrainConfig, student: Any, teacher: LocalTeacher | None,
                  hidden_loss: Any, b: dict[str, torch.Tensor], batch_enc: list[Encoded],
                  sparse: dict[str, L.SparseTargets], pad_id: int,
-                 cross: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+                 cross: dict[str, Any] | None = None, end_id: int | None = None) -> dict[str, torch.Tensor]:
     want_hidden = hidden_loss is not None
     out = student(input_ids=b["input_ids"], attention_mask=b["attention_mask"], output_hidden_states=want_hidden)
     mask = b["mask"]
@@ -302,6 +322,9 @@ def _step_losses(cfg: TrainConfig, student: Any, teacher: LocalTeacher | None,
     if cfg.method == "ce":
         return {"loss": ce, "ce": ce.detach()}
     selected = out.logits[mask]  # (N, V): completion positions only, in batch order
+    labels = b["labels"][mask]
+    # Positions whose reference token ends the completion: learnt from the reference (cross-entropy).
+    at_end = labels == end_id if end_id is not None and cross is None else None
     t_out = None
     if want_hidden:
         assert teacher is not None
@@ -320,12 +343,14 @@ def _step_losses(cfg: TrainConfig, student: Any, teacher: LocalTeacher | None,
         targets = L.SparseTargets(torch.cat([t.ids for t in tg]).to(selected.device),
                                   torch.cat([t.logprobs for t in tg]).to(selected.device),
                                   torch.cat([t.tail for t in tg]).to(selected.device))
-        kd = L.sparse_divergence(cfg.divergence, selected, targets, None, cfg.temperature, cfg.beta)
+        kd = _kd_with_end(at_end, lambda m: L.sparse_divergence(cfg.divergence, selected, targets, m,
+                                                                 cfg.temperature, cfg.beta), selected, labels)
     else:
         # Log-probabilities are valid logits; this path mixes ensembles and slices vocabularies.
         assert teacher is not None
         t_logits = torch.cat(teacher.completion_logprobs(batch_enc, pad_id)).to(selected.device)
-        kd = L.divergence(cfg.divergence, selected, t_logits, None, cfg.temperature, cfg.beta)
+        kd = _kd_with_end(at_end, lambda m: L.divergence(cfg.divergence, selected, t_logits, m, cfg.temperature,
+                                                          cfg.beta), selected, labels)
     loss = L.mix_with_ce(kd, ce, cfg.alpha)
     parts = {"ce": ce.detach(), "kd": kd.detach()}
     if want_hidden:

@@ -92,6 +92,20 @@ def test_dense_reverse_kl_and_clear_errors(student_dir: Path, tiny_model_dir: Pa
         train(_cfg(method="magic"), student_dir, data[0][:6], tmp_path / "e", budget=BUDGET, progress=False)
     with pytest.raises(ValueError, match="no FIM training examples"):
         train(_cfg(method="ce"), student_dir, [], tmp_path / "e", budget=BUDGET, progress=False)
+    with pytest.raises(ValueError, match="end_token"):
+        train(_cfg(end_token="model"), student_dir, data[0][:6], tmp_path / "e", budget=BUDGET, progress=False)
+
+
+def test_end_token_from_the_reference_or_the_teacher(student_dir: Path, tiny_model_dir: Path, data,
+                                                     tmp_path: Path) -> None:
+    """Same seed, same batches: only the end-of-completion positions differ, so the first KD term does."""
+    first = {}
+    for end in ("reference", "teacher"):
+        res = train(_cfg(targets="dense", end_token=end, steps=1), student_dir, data[0][:6], tmp_path / end,
+                    teacher_paths=[str(tiny_model_dir)], budget=BUDGET, progress=False)
+        first[end] = res.history[0]
+    assert first["reference"]["ce"] == pytest.approx(first["teacher"]["ce"])
+    assert first["reference"]["kd"] != pytest.approx(first["teacher"]["kd"], rel=1e-4)
 
 
 def test_resume_reproduces_an_uninterrupted_run(student_dir: Path, tiny_model_dir: Path, data,

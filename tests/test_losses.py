@@ -299,3 +299,29 @@ def test_hidden_state_loss_masks_and_validates() -> None:
         L.HiddenStateLoss(6, 6, [(5, 1)])(hs, other)
     with pytest.raises(ValueError, match="mse"):
         L.HiddenStateLoss(6, 6, [(1, 1)], kind="l1")
+
+
+def test_reference_at_end_positions_mixes_divergence_and_cross_entropy_by_share() -> None:
+    torch.manual_seed(3)
+    s, t = torch.randn(6, 11, requires_grad=True), torch.randn(6, 11)
+    labels = torch.tensor([1, 4, 2, 10, 7, 10])
+
+    def kd(mask: torch.Tensor | None) -> torch.Tensor:
+        return L.divergence("forward_kl", s, t, mask)
+
+    none = torch.zeros(6, dtype=torch.bool)
+    assert torch.allclose(L.reference_at(none, kd, s, labels), kd(None))
+    every = torch.ones(6, dtype=torch.bool)
+    assert torch.allclose(L.reference_at(every, kd, s, labels), F.cross_entropy(s, labels))
+    ends = labels == 10
+    mixed = L.reference_at(ends, kd, s, labels)
+    expected = kd(~ends) * 4 / 6 + F.cross_entropy(s[ends], labels[ends], reduction="sum") / 6
+    assert torch.allclose(mixed, expected)
+    mixed.backward()
+    assert s.grad is not None and bool(s.grad[ends].abs().sum() > 0)
+    # At an end position only the reference counts: moving the teacher there changes nothing.
+    t2 = t.clone()
+    t2[ends] = torch.randn(2, 11) * 5
+    assert torch.allclose(L.reference_at(ends, lambda m: L.divergence("forward_kl", s, t2, m), s, labels), mixed)
+    empty = L.reference_at(torch.zeros(0, dtype=torch.bool), kd, s[:0], labels[:0])
+    assert float(empty) == 0.0
