@@ -152,8 +152,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         x, y = results[a][key], results[b][key]
         return round(x / y, 4) if y else None
 
-    def es_difference(a: str, b: str) -> dict[str, float]:
-        d = paired_difference(results[a]["per_example_es"], results[b]["per_example_es"])
+    def es_difference(a: str, b: str, key: str = "per_example_es") -> dict[str, float]:
+        d = paired_difference(results[a][key], results[b][key])
         return {k: round(v, 4) for k, v in d.items()}
 
     comparisons = {
@@ -165,11 +165,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # gap between two students larger than what the choice of examples explains?
         "edit_similarity_paired": {f"{a} - {b}": es_difference(a, b) for a, b in (
             ("logit", "ce"), ("logit+hidden", "ce"), ("logit", "student"))},
+        # The same, scored on the completions as the server would show them (post-processed).
+        "edit_similarity_served_paired": {f"{a} - {b}": es_difference(a, b, "per_example_es_served") for a, b in (
+            ("logit", "ce"), ("logit+hidden", "ce"), ("logit", "student"))},
     }
     for name, *_ in conditions[len(CONDITIONS):]:
         comparisons[f"{name}_vs_ce"] = {k: ratio(name, "ce", k) for k in ("exact_match", "edit_similarity", "nll")}
         comparisons["edit_similarity_paired"][f"{name} - ce"] = es_difference(name, "ce")
-    keep = ("exact_match", "edit_similarity", "identifier_f1", "nll", "teacher_top1_agreement", "teacher_kl",
+        comparisons["edit_similarity_served_paired"][f"{name} - ce"] = es_difference(
+            name, "ce", "per_example_es_served")
+    keep = ("exact_match", "edit_similarity", "exact_match_served", "edit_similarity_served", "identifier_f1", "nll", "teacher_top1_agreement", "teacher_kl",
             "length_ratio_p50", "ended_by_cap", "ended_by_stop_token", "latency_p50_ms", "wall_s", "targets_s",
             "train_s", "final_loss", "targets_bytes_per_token", "examples")
     report = {
@@ -225,11 +230,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--top-k", type=int, default=16)
     p.add_argument("--alpha", type=float, default=0.5)
-    p.add_argument("--end-token", choices=("reference", "teacher"), default="reference",
+    p.add_argument("--end-token", choices=("reference", "teacher"), default="teacher",
                    help="what the KD students learn the end-of-completion token from (TrainConfig.end_token)")
     p.add_argument("--extra-divergences", type=lambda v: [d for d in v.split(",") if d], default=[],
                    help="more logit-KD students: divergence[:end token], comma-separated "
-                        "(e.g. reverse_kl,forward_kl:teacher)")
+                        "(e.g. reverse_kl,forward_kl:reference)")
     p.add_argument("--max-len", type=int, default=256)
     p.add_argument("--max-middle", type=int, default=64)
     p.add_argument("--max-per-file", type=int, default=60)

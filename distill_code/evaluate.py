@@ -52,6 +52,15 @@ def greedy_complete(model: Any, tokenizer: Any, template: FimTemplate, ex: Examp
     return _greedy(model, tokenizer, template, ex, budget, max_new_tokens)[0]
 
 
+def as_served(completion: str, ex: Example, stops: tuple[str, ...] = ()) -> str:
+    """``completion`` as the language server would show it at the example's cursor."""
+    from server.postprocess import CursorContext, postprocess
+
+    line_prefix = ex.prefix.rsplit("\n", 1)[-1]
+    line_suffix = ex.suffix.split("\n", 1)[0]
+    return postprocess(completion, CursorContext(line_prefix, line_suffix, ex.suffix), stops)
+
+
 def _greedy(model: Any, tokenizer: Any, template: FimTemplate, ex: Example, budget: Budget,
             max_new_tokens: int) -> tuple[str, str]:
     """The completion and why it ended: "stop" (end-of-middle token), "newline" (line kinds) or "cap"."""
@@ -94,7 +103,8 @@ def evaluate_model(model: Any, tokenizer: Any, examples: list[Example], cfg: Eva
     if not exs:
         raise ValueError("no held-out FIM examples to evaluate on; mine a repository first")
     model.eval()
-    em, es, f1, lat, ratio, reasons = [], [], [], [], [], []
+    em, es, f1, lat, ratio, reasons, em_served, es_served = [], [], [], [], [], [], [], []
+    stops = template.stop_strings()
     for ex in tqdm(exs, desc="eval", disable=not progress, leave=False):
         t0 = time.perf_counter()
         pred, reason = _greedy(model, tokenizer, template, ex, cfg.budget, cfg.max_new_tokens)
@@ -104,6 +114,9 @@ def evaluate_model(model: Any, tokenizer: Any, examples: list[Example], cfg: Eva
         f1.append(identifier_f1(pred, ex.middle))
         ratio.append(len(pred) / max(1, len(ex.middle)))
         reasons.append(reason)
+        served = as_served(pred, ex, stops)
+        em_served.append(exact_match(served, ex.middle))
+        es_served.append(edit_similarity(served, ex.middle))
     res: dict[str, Any] = {
         "examples": len(exs), "exact_match": statistics.fmean(em), "edit_similarity": statistics.fmean(es),
         "identifier_f1": statistics.fmean(f1), "latency_p50_ms": statistics.median(lat),
@@ -114,6 +127,10 @@ def evaluate_model(model: Any, tokenizer: Any, examples: list[Example], cfg: Eva
         "ended_by_cap": reasons.count("cap") / len(reasons),
         "ended_by_stop_token": reasons.count("stop") / len(reasons),
         "per_example_es": [round(x, 4) for x in es],  # for paired comparisons
+        # The same completions after the server's post-processing (one line mid-line, a block cut where
+        # it dedents, suffix overlap and repetition removed): what an editor would show.
+        "exact_match_served": statistics.fmean(em_served), "edit_similarity_served": statistics.fmean(es_served),
+        "per_example_es_served": [round(x, 4) for x in es_served],
     }
     res.update(_teacher_forced(model, tokenizer, template, exs, cfg, teacher))
     return res

@@ -13,6 +13,7 @@ import torch
 from distill_code.encoding import Budget
 from distill_code.evaluate import (
     EvalConfig,
+    as_served,
     evaluate_dir,
     evaluate_model,
     format_table,
@@ -158,6 +159,7 @@ def test_evaluation_report_gate_and_promotion(student_dir: Path, tiny_model_dir:
         assert len(r["per_example_es"]) == 6
         assert sum(r["per_example_es"]) / 6 == pytest.approx(r["edit_similarity"], abs=1e-3)
         assert r["length_ratio_p50"] >= 0 and 0.0 <= r["ended_by_cap"] + r["ended_by_stop_token"] <= 1.0
+        assert 0.0 <= r["edit_similarity_served"] <= 1.0 and len(r["per_example_es_served"]) == 6
     # A model evaluated on its own teacher-forced references: NLL matches a direct computation.
     model, tok = teacher
     again = evaluate_model(model, tok, heldout, cfg)
@@ -222,3 +224,14 @@ def test_paired_difference_of_per_example_scores() -> None:
     assert mixed["ci95_low"] < 0 < mixed["ci95_high"] and mixed["mean"] == 0.0
     with pytest.raises(ValueError):
         paired_difference(a, a[:-1])
+
+
+def test_completions_are_scored_as_the_server_would_show_them() -> None:
+    prefix = "def area(w, h):\n    "
+    suffix = "\n\n\ndef volume(w, h, d):\n    return area(w, h) * d\n"
+    ex = Example("x", "fim", "body", "geo.py", "python", prefix, "return w * h", suffix)
+    # A block completion that runs on past the function: cut where it dedents.
+    assert as_served("return w * h\n\ndef perimeter(w, h):\n    return 2 * (w + h)", ex) == "return w * h"
+    mid_line = Example("y", "fim", "line_remainder", "geo.py", "python", "total = area(", "w, h", ") * 2\n")
+    assert as_served("w, h) * 2\nprint(total)", mid_line) == "w, h"  # one line, suffix overlap dropped
+    assert as_served("return w * h<|end|>junk", ex, ("<|end|>",)) == "return w * h"
