@@ -109,6 +109,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ecfg = EvalConfig(max_examples=args.eval_examples, max_new_tokens=args.max_new_tokens, budget=budget)
 
     results: dict[str, dict[str, Any]] = {}
+    teacher_source = teacher  # before any adaptation
     results["teacher"] = evaluate_dir(teacher, heldout, ecfg, teacher)
     results["student"] = evaluate_dir(student, heldout, ecfg, teacher)
     adaptation: dict[str, Any] | None = None
@@ -182,7 +183,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "repo": repo_info, "dataset": {"version": ds.version, "train": len(train_ex), "heldout": len(heldout),
                                        "heldout_files": ds.manifest["heldout_files"],
                                        "split_reason": ds.manifest["split_reason"], "mining_s": round(mining_s, 2)},
-        "teacher": str(teacher.relative_to(ROOT) if teacher.is_relative_to(ROOT) else teacher.name),
+        "teacher": str(teacher_source.relative_to(ROOT) if teacher_source.is_relative_to(ROOT)
+                       else teacher_source.name),
         "teacher_adaptation": adaptation,
         "student": str(student.relative_to(ROOT) if student.is_relative_to(ROOT) else student.name),
         "equal_compute": {"steps": args.steps, "batch_size": args.batch_size, "max_len": args.max_len,
