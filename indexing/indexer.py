@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from indexing.catalog import Catalog, FileRow
 from indexing.chunker import Chunk, ChunkLimits, ParsedFile, Tag, chunk_file
 from indexing.config import IndexConfig
+from indexing.foreground import FOREGROUND, lower_thread_priority
 from indexing.languages import language_for
 from indexing.results import IndexStats
 from indexing.secrets import MASK, redact_secrets
@@ -150,8 +151,8 @@ class Updater:
         batch_chunks = 0
         pending: deque[_Plan] = deque()
         workers = max(1, self.config.embed_workers)
-        embed_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="protege-embed") \
-            if len(candidates) > 1 else None
+        embed_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="protege-embed",
+                                        initializer=lower_thread_priority) if len(candidates) > 1 else None
         try:
             for entry in candidates:
                 if cancel is not None and cancel.is_set():
@@ -172,6 +173,7 @@ class Updater:
                     if progress:
                         progress(done, total, entry.rel)
                     continue
+                FOREGROUND.wait_idle()  # a completion in flight goes first
                 prepared = self._prepare(entry, old, stats, touched)
                 if prepared is None:
                     done += 1
@@ -353,11 +355,20 @@ class Updater:
         if not todo:
             return lambda: stack([])
         texts = [inputs[i] for i in todo]
-        if pool is None:
-            fresh = self._embedder().encode(texts)
-            return lambda: stack(fresh)
         embedder = self._embedder()  # loaded here: a load error surfaces on the calling thread
-        future = pool.submit(embedder.encode, texts)
+        step = max(1, self.config.embed_batch_size)
+
+        def encode() -> Any:
+            parts = []
+            for lo in range(0, len(texts), step):
+                FOREGROUND.wait_idle()  # between model batches: a completion in flight goes first
+                parts.append(embedder.encode(texts[lo:lo + step]))
+            return np.concatenate(parts)
+
+        if pool is None:
+            fresh = encode()
+            return lambda: stack(fresh)
+        future = pool.submit(encode)
         return lambda: stack(future.result())
 
     def _plan(self, batch: list[_Prepared], stats: IndexStats, pool: ThreadPoolExecutor | None) -> _Plan:

@@ -13,6 +13,7 @@ from typing import Any
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
+from indexing.foreground import lower_thread_priority
 from server.config import merge_raw, parse_config
 from server.engine import Engine, EngineOptions
 from server.pipeline import CompletionService
@@ -71,7 +72,8 @@ class ProtegeServer(LanguageServer):
         self.service = CompletionService(self.config, self.engine)
         self.supersession = Supersession()
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="protege-model")
-        self.index_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="protege-index")
+        self.index_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="protege-index",
+                                                 initializer=lower_thread_priority)
         self.engine_ready = threading.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._warned: set[str] = set()

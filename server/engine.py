@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import distill_code
 from distill_code.fim import FimTemplate, template_for
 from distill_code.modeling import ModelLoadError, load_causal_lm
+from indexing.foreground import FOREGROUND
 
 if TYPE_CHECKING:
     import torch
@@ -166,6 +167,14 @@ class Engine:
                  cancel: threading.Event | None = None, heal_removed: str = "",
                  base_indent: int | None = None,
                  extra_stop: Callable[[str], bool] | None = None) -> GenerationResult:
+        """``_generate`` with background indexing stepped aside (completions and explanations alike)."""
+        with FOREGROUND.active():
+            return self._generate(prompt_ids, max_new_tokens, mode, cancel, heal_removed, base_indent, extra_stop)
+
+    def _generate(self, prompt_ids: list[int], max_new_tokens: int, mode: Mode = "block",
+                  cancel: threading.Event | None = None, heal_removed: str = "",
+                  base_indent: int | None = None,
+                  extra_stop: Callable[[str], bool] | None = None) -> GenerationResult:
         """Greedy decode after ``prompt_ids`` with early stops for ``mode``.
 
         ``heal_removed`` is text backed off the prompt by token healing: the first tokens are

@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from indexing.foreground import FOREGROUND
 from server.config import ProtegeConfig
 from server.engine import Engine
-from server.postprocess import CursorContext, postprocess
+from server.postprocess import CursorContext, Mode, postprocess
 from server.prompt import ContextItem, PromptBuilder
 from server.scheduler import SuggestionCache
 
@@ -147,7 +148,13 @@ class CompletionService:
             from distill_code.modeling import ModelLoadError
 
             raise ModelLoadError(self.engine.error or "the model is still loading; try again in a moment")
+        with FOREGROUND.active():  # background indexing steps aside meanwhile
+            return self._complete(uri, text, line, character, language, cancel, path, t0, prefix, suffix, ctx,
+                                  mode, line_prefix)
 
+    def _complete(self, uri: str, text: str, line: int, character: int, language: str,
+                  cancel: threading.Event | None, path: str | None, t0: float, prefix: str, suffix: str,
+                  ctx: CursorContext, mode: Mode, line_prefix: str) -> Outcome:
         context: list[ContextItem] = []
         if self.context_provider is not None:
             try:
