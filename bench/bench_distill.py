@@ -136,7 +136,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name, method, divergence, end_token in conditions:
         cfg = TrainConfig(method=method, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           warmup_steps=max(1, args.steps // 20), top_k=args.top_k, alpha=args.alpha,
-                          divergence=divergence, end_token=end_token, save_every=0, seed=args.seed)
+                          divergence=divergence, end_token=end_token, hidden_kind=args.hidden_kind,
+                          hidden_weight=args.hidden_weight, save_every=0, seed=args.seed)
         run_dir = work / ("run-" + name.replace(" ", "").replace("(", "-").replace(")", "").replace(":", "-"))
         res = train(cfg, student, train_ex, run_dir, teacher_paths=[str(teacher)], budget=budget,
                     targets_cache=cache, progress=sys.stderr.isatty())
@@ -190,6 +191,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "equal_compute": {"steps": args.steps, "batch_size": args.batch_size, "max_len": args.max_len,
                           "lr": args.lr, "top_k": args.top_k, "alpha": args.alpha,
                           "divergence": "forward_kl", "end_token": args.end_token,
+                          "hidden_kind": args.hidden_kind, "hidden_weight": args.hidden_weight,
                           "extra_divergences": args.extra_divergences},
         "eval": {"examples": min(args.eval_examples, len(heldout)), "max_new_tokens": args.max_new_tokens},
         "results": {name: {k: r[k] for k in keep if k in r} for name, r in results.items()},
@@ -232,6 +234,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--top-k", type=int, default=16)
     p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--hidden-kind", choices=("mse", "cosine"), default="cosine",
+                   help="hidden-state loss of the logit+hidden student (TrainConfig.hidden_kind)")
+    p.add_argument("--hidden-weight", type=float, default=1.0)
     p.add_argument("--end-token", choices=("reference", "teacher"), default="teacher",
                    help="what the KD students learn the end-of-completion token from (TrainConfig.end_token)")
     p.add_argument("--extra-divergences", type=lambda v: [d for d in v.split(",") if d], default=[],
