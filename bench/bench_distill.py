@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ecfg = EvalConfig(max_examples=args.eval_examples, max_new_tokens=args.max_new_tokens, budget=budget)
 
     results: dict[str, dict[str, Any]] = {}
-    teacher_source = teacher  # before any adaptation
+    teacher_source = teacher.resolve()  # before any adaptation
     results["teacher"] = evaluate_dir(teacher, heldout, ecfg, teacher)
     results["student"] = evaluate_dir(student, heldout, ecfg, teacher)
     adaptation: dict[str, Any] | None = None
