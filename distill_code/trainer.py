@@ -24,7 +24,7 @@ from accelerate.utils import set_seed
 from tqdm import tqdm
 
 from distill_code import losses as L
-from distill_code.encoding import Budget, Encoded, collate, encode_example, template_of
+from distill_code.encoding import Budget, Encoded, _special, collate, encode_example, template_of
 from distill_code.mining import Example
 from distill_code.modeling import load_causal_lm
 from distill_code.targets import LocalTeacher, RemoteTeacher, TargetStore, compute_targets, model_revision
@@ -163,7 +163,8 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
     if not encoded:
         raise ValueError("no FIM training examples to train on; mine a repository with source files first")
     pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
-    end_id = end_token_id(tok, template) if cfg.end_token == "reference" else None
+    # The token encode_example appends to every completion.
+    end_id = _special(tok, template.eos) if cfg.end_token == "reference" else None
 
     teacher: LocalTeacher | None = None
     sparse: dict[str, L.SparseTargets] = {}
@@ -299,14 +300,6 @@ def _save_checkpoint(acc: Accelerator, ckpt: Path, step: int, history: list[dict
         tmp = ckpt / "trainer_state.json.tmp"
         tmp.write_text(json.dumps({"step": step, "history": history}))
         tmp.replace(ckpt / "trainer_state.json")  # the state file appears only once the weights are written
-
-
-def end_token_id(tok: Any, template: Any) -> int:
-    """The id of the token that ends every training completion (encode_example appends it)."""
-    idx = tok.convert_tokens_to_ids(template.eos)
-    if idx is None:
-        raise ValueError(f"the tokenizer has no {template.eos!r} token")
-    return int(idx)
 
 
 def _kd_with_end(at_end: torch.Tensor | None, kd: Any, selected: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from typing import Any
 from indexing.foreground import FOREGROUND
 from server.config import ProtegeConfig
 from server.engine import Engine
-from server.postprocess import CursorContext, Mode, postprocess
+from server.postprocess import CursorContext, postprocess
 from server.prompt import ContextItem, PromptBuilder
 from server.scheduler import SuggestionCache
 
@@ -133,7 +133,12 @@ class CompletionService:
     def complete(self, uri: str, text: str, line: int, character: int, language: str = "python",
                  cancel: threading.Event | None = None, path: str | None = None) -> Outcome:
         """Suggestion for the cursor at (line, character). Raises ``PositionError`` for bad positions
-        and ``ModelLoadError`` when no model is available."""
+        and ``ModelLoadError`` when no model is available. Background indexing steps aside meanwhile."""
+        with FOREGROUND.active():
+            return self._complete(uri, text, line, character, language, cancel, path)
+
+    def _complete(self, uri: str, text: str, line: int, character: int, language: str,
+                  cancel: threading.Event | None, path: str | None) -> Outcome:
         t0 = time.perf_counter()
         prefix, suffix = split_at(text, line, character)
         cached = self.cache.get(uri, prefix, suffix)
@@ -148,13 +153,7 @@ class CompletionService:
             from distill_code.modeling import ModelLoadError
 
             raise ModelLoadError(self.engine.error or "the model is still loading; try again in a moment")
-        with FOREGROUND.active():  # background indexing steps aside meanwhile
-            return self._complete(uri, text, line, character, language, cancel, path, t0, prefix, suffix, ctx,
-                                  mode, line_prefix)
 
-    def _complete(self, uri: str, text: str, line: int, character: int, language: str,
-                  cancel: threading.Event | None, path: str | None, t0: float, prefix: str, suffix: str,
-                  ctx: CursorContext, mode: Mode, line_prefix: str) -> Outcome:
         context: list[ContextItem] = []
         if self.context_provider is not None:
             try:
