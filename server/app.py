@@ -74,6 +74,10 @@ class ProtegeServer(LanguageServer):
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="protege-model")
         self.index_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="protege-index",
                                                  initializer=lower_thread_priority)
+        self.memory_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="protege-memory",
+                                                  initializer=lower_thread_priority)
+        self.memory_root: Any = None  # workspace root once the repository memory is built
+        self.memory_error: str | None = None
         self.engine_ready = threading.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._warned: set[str] = set()
@@ -138,6 +142,7 @@ class ProtegeServer(LanguageServer):
         self.supersession.cancel_all()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.index_executor.shutdown(wait=False, cancel_futures=True)
+        self.memory_executor.shutdown(wait=False, cancel_futures=True)
         if self.index is not None:
             try:
                 self.index.close()
@@ -204,9 +209,19 @@ class ProtegeServer(LanguageServer):
             "index": {**(self.index.status() if self.index is not None else {"state": "closed",
                                                                             "error": self.index_error}),
                       "watchers": self.watchers_registered},
+            "memory": self._memory_status(),
             "requests": dict(self.counters),
             "config": to_wire(self.config),
         }
+
+    def _memory_status(self) -> dict[str, Any]:
+        mem = self.service.memory
+        out: dict[str, Any] = {"enabled": self.config.memory.enabled, "error": self.memory_error,
+                               "weights": self.service._mix.source if self.service._mix is not None else None}
+        if mem is not None:
+            out.update(mem.status())
+            out["workspace"] = str(self.memory_root) if self.memory_root is not None else None
+        return out
 
 
 def create_server(model: str | None = None, overrides: dict[str, Any] | None = None) -> ProtegeServer:

@@ -120,6 +120,9 @@ def _status(args: argparse.Namespace) -> int:
 
         idx = RepoIndex.open(Path(args.workspace))
         info["index"] = idx.status()
+        from indexing.memory import saved_status
+
+        info["memory"] = saved_status(idx.cache_dir)
         idx.close()
     except Exception as exc:  # status must always answer
         info["index"] = {"error": str(exc)}

@@ -40,6 +40,18 @@ class IndexOptions:
 
 
 @dataclass
+class MemoryOptions:
+    """Repository memory: an ∞-gram over the workspace's tokens mixed into every completion (indexing/memory.py)."""
+
+    enabled: bool = True
+    # The open document (text before and after the cursor's line) counts as memory too.
+    buffer: bool = True
+    # Overrides the model's memory_mix.json: {"sparse": [9 weights], "dense": [9 weights]} per match-length
+    # bucket (1, 2, 3, 4-5, 6-7, 8-11, 12-15, 16-23, 24+ tokens). Empty: the model's table.
+    weights: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class ProtegeConfig:
     """Everything a client can set. Field names are snake_case here and camelCase on the wire."""
 
@@ -63,6 +75,7 @@ class ProtegeConfig:
     multiline: bool = True
     screening: ScreeningOptions = field(default_factory=ScreeningOptions)
     index: IndexOptions = field(default_factory=IndexOptions)
+    memory: MemoryOptions = field(default_factory=MemoryOptions)
 
 
 _RANGES: dict[str, tuple[float, float]] = {

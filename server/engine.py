@@ -46,6 +46,27 @@ class EngineOptions:
 
 
 @dataclass
+class MemoryHook:
+    """Repository memory for one generation: ``query`` maps document-order token ids (``context_ids``,
+    then what has been generated) to an ``indexing.memory.Match``, mixed in with ``weights``."""
+
+    query: Callable[[list[int]], Any]
+    context_ids: list[int]
+    weights: Any  # distill_code.memory_mix.MixWeights
+    draft_min_length: int = 4  # a sparse match at least this long drafts its continuation
+
+
+@dataclass
+class CopiedSpan:
+    """Generated tokens ``start``..``start + tokens`` that the memory chose, copied from ``shard`` at ``pos``."""
+
+    start: int
+    tokens: int
+    shard: Any
+    pos: int
+
+
+@dataclass
 class GenerationResult:
     text: str
     tokens: int
@@ -54,6 +75,8 @@ class GenerationResult:
     elapsed_s: float
     stop_reason: str
     token_ids: list[int] = field(default_factory=list)
+    memory_tokens: int = 0  # generated tokens the memory decided
+    copied: list[CopiedSpan] = field(default_factory=list)
 
 
 class Engine:
@@ -166,21 +189,28 @@ class Engine:
     def generate(self, prompt_ids: list[int], max_new_tokens: int, mode: Mode = "block",
                  cancel: threading.Event | None = None, heal_removed: str = "",
                  base_indent: int | None = None,
-                 extra_stop: Callable[[str], bool] | None = None) -> GenerationResult:
+                 extra_stop: Callable[[str], bool] | None = None,
+                 memory: MemoryHook | None = None) -> GenerationResult:
         """``_generate`` with background indexing stepped aside (completions and explanations alike)."""
         with FOREGROUND.active():
-            return self._generate(prompt_ids, max_new_tokens, mode, cancel, heal_removed, base_indent, extra_stop)
+            return self._generate(prompt_ids, max_new_tokens, mode, cancel, heal_removed, base_indent, extra_stop,
+                                  memory)
 
     def _generate(self, prompt_ids: list[int], max_new_tokens: int, mode: Mode = "block",
                   cancel: threading.Event | None = None, heal_removed: str = "",
                   base_indent: int | None = None,
-                  extra_stop: Callable[[str], bool] | None = None) -> GenerationResult:
+                  extra_stop: Callable[[str], bool] | None = None,
+                  memory: MemoryHook | None = None) -> GenerationResult:
         """Greedy decode after ``prompt_ids`` with early stops for ``mode``.
 
         ``heal_removed`` is text backed off the prompt by token healing: the first tokens are
-        constrained to reproduce it, and it is stripped from the returned text.
+        constrained to reproduce it, and it is stripped from the returned text. With ``memory``, each
+        step decodes from the mixture of the model's and the repository memory's next-token
+        distributions, and a long unambiguous match drafts its continuation for verification.
         """
         import torch
+
+        from distill_code.memory_mix import mix
 
         if not self.ready:
             raise ModelLoadError(self.error or "model is not loaded")
@@ -202,11 +232,21 @@ class Engine:
             verified: list[tuple[int, torch.Tensor]] = []
             self.stats.setdefault("drafted_tokens", 0)
             self.stats.setdefault("accepted_tokens", 0)
+            self.stats.setdefault("memory_tokens", 0)
+            copied: list[CopiedSpan] = []
+            memory_tokens = 0
             try:
                 while len(generated) < max_new_tokens:
                     if cancel is not None and cancel.is_set():
                         reason = "cancelled"
                         break
+                    match = memory.query(memory.context_ids + generated) if memory is not None else None
+                    model_logits = logits
+                    lam = 0.0
+                    if match is not None and match.length > 0 and memory is not None:
+                        lam = memory.weights.weight(match.length, match.sparse)
+                        if lam > 0.0:
+                            logits = torch.log(mix(torch.softmax(logits.float(), -1), match.next_counts, lam))
                     if remaining:
                         # Token healing: only tokens consistent with the backed-off text (ids past the
                         # model's output size are filtered by mask_logits).
@@ -222,6 +262,14 @@ class Engine:
                     if next_id in self._stop_ids:
                         reason = "eos"
                         break
+                    from_memory = None
+                    if lam > 0.0 and match is not None and next_id in match.next_counts:
+                        p_mem = match.next_counts[next_id] / max(1, sum(match.next_counts.values()))
+                        p_model = float(torch.softmax(model_logits.float(), -1)[next_id])
+                        if lam * p_mem >= (1.0 - lam) * p_model:
+                            memory_tokens += 1
+                            from_memory = next((w for w in match.where if int(w[0].tokens[w[1]]) == next_id), None)
+                            _extend_copied(copied, len(generated), from_memory)
                     generated.append(next_id)
                     # The healer's decode keeps a SentencePiece first-token space that tokenizer.decode drops.
                     text = (self.healer.decode(generated) if self.healer is not None
@@ -243,7 +291,13 @@ class Engine:
                     if verified:  # a draft was rejected: drop its K/V (and everything after it)
                         verified = []
                         self._runner.crop(len(self._kv_ids))
-                    draft = [] if drafter is None or remaining else drafter.propose(self.options.draft_tokens)
+                    draft: list[int] = []
+                    if (from_memory is not None and memory is not None and match is not None and match.sparse
+                            and match.length >= memory.draft_min_length and not remaining
+                            and self.options.draft_tokens > 0):
+                        draft = from_memory[0].continuation(from_memory[1] + 1, self.options.draft_tokens)
+                    if not draft:
+                        draft = [] if drafter is None or remaining else drafter.propose(self.options.draft_tokens)
                     if draft:
                         rows = self._runner([next_id, *draft], all_logits=True)
                         logits = rows[0]
@@ -266,9 +320,10 @@ class Engine:
             self.stats["reused_tokens"] += reused
             self.stats["prompt_tokens"] += len(prompt_ids)
             self.stats["decode_s"] += elapsed
+            self.stats["memory_tokens"] += memory_tokens
             return GenerationResult(text=text, tokens=len(generated), prompt_tokens=len(prompt_ids),
                                     reused_tokens=reused, elapsed_s=elapsed, stop_reason=reason,
-                                    token_ids=generated)
+                                    token_ids=generated, memory_tokens=memory_tokens, copied=copied)
 
     @staticmethod
     def _should_stop(text: str, heal_removed: str, mode: Mode, base_indent: int | None) -> bool:
@@ -295,6 +350,19 @@ class Engine:
         if self.trained_context and self.trained_context < requested:
             return self.trained_context
         return requested
+
+
+def _extend_copied(copied: list[CopiedSpan], index: int, where: tuple[Any, int] | None) -> None:
+    """Record generated token ``index`` as copied from ``where``; consecutive tokens from consecutive
+    positions of one shard make one span."""
+    if where is None:
+        return
+    shard, pos = where
+    last = copied[-1] if copied else None
+    if last is not None and last.shard is shard and last.start + last.tokens == index and last.pos + last.tokens == pos:
+        last.tokens += 1
+    else:
+        copied.append(CopiedSpan(index, 1, shard, pos))
 
 
 def _card(model_dir: Path) -> dict[str, Any]:

@@ -27,6 +27,27 @@ ContextProvider = Callable[[str, str, int, int], list[ContextItem]]
 Screen = Callable[[str, int, int, str, str], Any]
 
 
+MEMORY_TAIL_CHARS = 400  # document text before the cursor that memory queries see (they use 48 tokens at most)
+MAX_SOURCES = 3
+MIN_SOURCE_TOKENS = 3  # a shorter copy is an idiom, not a source worth naming
+
+
+def tokenizer_id(tok: Any) -> str:
+    """A short stable id of a tokenizer's vocabulary (memories of two vocabularies are never mixed)."""
+    cached = getattr(tok, "_protege_id", None)
+    if cached:
+        return str(cached)
+    import hashlib
+
+    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    digest = hashlib.sha1("\n".join(f"{t}\t{i}" for t, i in vocab).encode("utf-8")).hexdigest()[:12]
+    try:
+        tok._protege_id = digest
+    except AttributeError:
+        pass
+    return digest
+
+
 class PositionError(ValueError):
     """A request position that does not exist in the document."""
 
@@ -72,6 +93,8 @@ class Outcome:
     decode_s: float = 0.0
     context: list[ContextItem] = field(default_factory=list)
     cancelled: bool = False
+    memory_tokens: int = 0  # generated tokens the repository memory decided
+    sources: list[dict[str, Any]] = field(default_factory=list)  # copied spans: path, line, tokens
 
 
 class CompletionService:
@@ -88,11 +111,67 @@ class CompletionService:
         self._healer: Any = None
         self._lock = threading.Lock()
         self.screen_stats = {"screened": 0, "blocked": 0, "annotated": 0, "unscreened": 0}
+        self.memory: Any = None  # indexing.memory.RepoMemory for the engine's tokenizer, made on first use
+        self._mix: Any = None  # distill_code.memory_mix.MixWeights
+
+    def ensure_memory(self, cache_dir: Any = None, index_config: Any = None) -> Any:
+        """The repository memory in the engine's tokenizer (created on first call; the open buffer is memory
+        even before the workspace's is built). None until the model is loaded."""
+        if not self.engine.ready:
+            return None
+        with self._lock:
+            mem = self.memory
+            if mem is None or (cache_dir is not None and mem.cache_dir is None) \
+                    or mem.tokenizer_id != tokenizer_id(self.engine.tokenizer):
+                from indexing.memory import RepoMemory
+
+                tok = self.engine.tokenizer
+
+                def encode(texts: list[str]) -> list[list[int]]:
+                    return [list(x) for x in tok(texts, add_special_tokens=False)["input_ids"]] if texts else []
+
+                mem = RepoMemory(encode, tokenizer_id(tok), cache_dir, index_config)
+                self.memory = mem
+            return mem
+
+    def mix_weights(self) -> Any:
+        if self._mix is None:
+            from pathlib import Path
+
+            from distill_code.memory_mix import load_weights
+
+            weights, warning = load_weights(Path(self.engine.model_path) if self.engine.model_path else None,
+                                            self.config.memory.weights or None)
+            if warning:
+                log.warning("%s", warning)
+            log.info("memory mix weights from %s", weights.source)
+            self._mix = weights
+        return self._mix
+
+    def _memory_hook(self, prompt_prefix: str, text: str, line: int) -> Any:
+        """The repository memory for this request (workspace shard plus the open buffer), or None."""
+        if not self.config.memory.enabled:
+            return None
+        mem = self.ensure_memory()
+        if mem is None:
+            return None
+        buffer = mem.buffer_shard(text, line) if self.config.memory.buffer else None
+        if mem.shard is None and buffer is None:
+            return None
+        from server.engine import MemoryHook
+
+        # Only the last tokens before the cursor can match; a tail cut at a line start tokenizes as the file did.
+        tail = prompt_prefix[-MEMORY_TAIL_CHARS:]
+        if len(prompt_prefix) > MEMORY_TAIL_CHARS and "\n" in tail:
+            tail = tail[tail.index("\n"):]
+        ids = list(self.engine.tokenizer(tail, add_special_tokens=False)["input_ids"]) if tail else []
+        return MemoryHook(query=lambda ctx: mem.query(ctx, buffer), context_ids=ids, weights=self.mix_weights())
 
     def reconfigure(self, config: ProtegeConfig) -> None:
         self.config = config
         self.cache = SuggestionCache(config.cache_size)
         self._builder = None
+        self._mix = None
 
     @property
     def builder(self) -> PromptBuilder:
@@ -176,9 +255,15 @@ class CompletionService:
         prompt = self.builder.build(prompt_prefix, prompt_suffix, context, heal_removed=heal_removed,
                                     suffix_trim=suffix_plan.removed if suffix_plan else "")
         max_new = self.config.max_new_tokens_line if mode == "line" else self.config.max_new_tokens
+        hook = None
+        try:
+            hook = self._memory_hook(prompt.prefix, text, line)
+        except Exception as exc:  # the memory must never cost the user a completion
+            log.warning("repository memory unavailable for this request (%s); completing without it", exc)
         gen = self.engine.generate(prompt.ids, max_new, mode=mode, cancel=cancel, heal_removed=heal_removed,
                                    base_indent=ctx.indent,
-                                   extra_stop=suffix_plan.reached if suffix_plan is not None else None)
+                                   extra_stop=suffix_plan.reached if suffix_plan is not None else None,
+                                   memory=hook)
         if suffix_plan is not None:
             gen.text = suffix_plan.trim(gen.text)
         if gen.stop_reason == "cancelled":
@@ -188,7 +273,10 @@ class CompletionService:
         suggestion = postprocess(gen.text, ctx, self.engine.template.stop_strings(), self.config.multiline)
         outcome = Outcome(text=suggestion, source="model" if suggestion else "none", latency_ms=0.0, mode=mode,
                           generated_tokens=gen.tokens, reused_tokens=gen.reused_tokens,
-                          prompt_tokens=gen.prompt_tokens, decode_s=gen.elapsed_s, context=prompt.context)
+                          prompt_tokens=gen.prompt_tokens, decode_s=gen.elapsed_s, context=prompt.context,
+                          memory_tokens=gen.memory_tokens)
+        if suggestion and gen.copied:
+            outcome.sources = self._sources(gen.copied, path or uri, line)
         if suggestion and self.screen is not None and self.config.screening.enabled:
             # The screen counts columns in code points (LSP sends UTF-16 units): that is the line prefix's length.
             self._apply_screen(outcome, text, line, len(line_prefix), language)
@@ -196,6 +284,26 @@ class CompletionService:
             self.cache.put(uri, prefix, suffix, outcome.text)
         outcome.latency_ms = (time.perf_counter() - t0) * 1000
         return outcome
+
+    def _sources(self, copied: list[Any], doc_path: str, line: int) -> list[dict[str, Any]]:
+        """Where the copied spans came from: workspace path and 1-based line of the match."""
+        out: list[dict[str, Any]] = []
+        tok = self.engine.tokenizer
+        for span in sorted(copied, key=lambda c: -c.tokens)[:MAX_SOURCES]:
+            if span.tokens < MIN_SOURCE_TOKENS:
+                continue
+            where = span.shard.locate(span.pos)
+            if where is None:
+                continue
+            fspan, offset = where
+            at = 1 + str(tok.decode(span.shard.file_tokens(fspan)[:offset].tolist())).count("\n")
+            path = fspan.path
+            if path == "<buffer:before>":
+                path = doc_path
+            elif path == "<buffer:after>":
+                path, at = doc_path, at + line + 1
+            out.append({"path": path, "line": at, "tokens": span.tokens})
+        return out
 
     def _apply_screen(self, outcome: Outcome, text: str, line: int, character: int, language: str) -> None:
         """Screen the suggestion (``character`` in code points); a blocked block falls back to its lines

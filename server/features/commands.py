@@ -55,5 +55,8 @@ def register(ls: ProtegeServer) -> None:
             # Remember the flagged line's text so edits that remove it also remove the diagnostic.
             n = int(f.get("line", -1))
             f["code_line"] = lines[n].rstrip("\r\n") if 0 <= n < len(lines) else ""
-        ls.annotations.setdefault(info["uri"], []).extend(findings)
-        publish_annotations(ls, info["uri"])
+        if isinstance(info.get("sources"), list) and info["sources"]:
+            ls.counters["acceptedFromMemory"] = ls.counters.get("acceptedFromMemory", 0) + 1
+        if findings:
+            ls.annotations.setdefault(info["uri"], []).extend(findings)
+            publish_annotations(ls, info["uri"])

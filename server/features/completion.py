@@ -34,7 +34,9 @@ def register(ls: ProtegeServer) -> None:
         item = types.CompletionItem(
             label=_label(outcome.text),
             kind=types.CompletionItemKind.Snippet,
-            detail="Protege",
+            detail="Protege" + (" · from " + ", ".join(f"{s['path']}:{s['line']}" for s in outcome.sources)
+                                if outcome.sources else ""),
+            data={"sources": outcome.sources} if outcome.sources else None,
             documentation=types.MarkupContent(kind=types.MarkupKind.Markdown, value=doc_md),
             text_edit=types.TextEdit(range=types.Range(start=pos, end=pos), new_text=outcome.text),
             insert_text_format=types.InsertTextFormat.PlainText,

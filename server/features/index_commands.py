@@ -17,6 +17,8 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.uris import from_fs_path, to_fs_path
 
+from server.features.memory import update_memory
+
 if TYPE_CHECKING:
     from server.app import ProtegeServer
 
@@ -119,6 +121,7 @@ def register(ls: ProtegeServer) -> None:
     @ls.feature(types.TEXT_DOCUMENT_DID_SAVE)
     def did_save(params: types.DidSaveTextDocumentParams) -> None:
         """LSP ``textDocument/didSave``: re-index the saved file (incremental; unchanged chunks keep vectors)."""
+        update_memory(ls, _paths([params.text_document.uri]))
         index = ls.index
         if index is not None:
             paths = _paths([params.text_document.uri])
@@ -127,6 +130,7 @@ def register(ls: ProtegeServer) -> None:
     @ls.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
     def watched(params: types.DidChangeWatchedFilesParams) -> None:
         """LSP ``workspace/didChangeWatchedFiles``: index created/changed files, drop deleted ones."""
+        update_memory(ls, _paths([c.uri for c in params.changes]))
         index = ls.index
         if index is None:
             return

@@ -72,15 +72,20 @@ async def run_completion(ls: ProtegeServer, uri: str, position: types.Position) 
 
 
 def annotation_command(outcome: Outcome, uri: str, position: types.Position) -> types.Command | None:
-    """For annotated suggestions: a command run on acceptance that publishes the findings."""
+    """A command the client runs on acceptance: it publishes the findings of an annotated suggestion and
+    carries where copied spans came from (``sources``: workspace path, 1-based line, tokens)."""
     screen: Any = outcome.screen
-    if screen is None or getattr(screen, "verdict", "") != "annotate" or not screen.findings:
+    findings = (screen.findings if screen is not None and getattr(screen, "verdict", "") == "annotate" else None) or []
+    if not findings and not outcome.sources:
         return None
+    title = "Protege: security findings" if findings else "Protege: from " + ", ".join(
+        f"{s['path']}:{s['line']}" for s in outcome.sources)
     return types.Command(
-        title="Protege: security findings",
+        title=title,
         command="protege.suggestionAccepted",
         arguments=[{"uri": uri, "line": position.line, "character": position.character,
-                    "text": outcome.text, "findings": [f.to_dict() for f in screen.findings]}],
+                    "text": outcome.text, "findings": [f.to_dict() for f in findings],
+                    "sources": outcome.sources}],
     )
 
 

@@ -90,8 +90,12 @@ def register(ls: ProtegeServer) -> None:
         refresh_screen(ls)
         ls.start_engine()
         from server.features import workspace_index
+        from server.features.memory import open_memory
 
         workspace_index.open_index(ls)
+        root = workspace_index.workspace_root(ls)
+        if root is not None:
+            open_memory(ls, root)
         await register_file_watchers(ls)
 
     @ls.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)

@@ -1,0 +1,166 @@
+"""Mixing the repository memory (∞-gram) into a model's next-token distribution.
+
+``p = (1 - λ) · p_model + λ · p_memory``, where λ depends on how much the memory's answer can be
+trusted: the length of the longest matching suffix and whether every occurrence was followed by the
+same token ("sparse", as in the infini-gram paper) or not ("dense"). The λ table is fitted on held-out
+files (``fit_weights``: the λ per bucket that maximises the likelihood of the true next tokens) and
+stored beside the model as ``memory_mix.json``; serving and the distiller's teacher ensemble both read
+it from here, so they mix the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FILE_NAME = "memory_mix.json"
+# Match-length buckets: [1], [2], [3], [4,5], [6,7], [8,11], [12,15], [16,23], [24,+).
+LENGTH_EDGES: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24)
+GRID = tuple(i / 40 for i in range(40)) + (0.99,)
+
+# Used when a model ships no fitted table: fitted on held-out click/pyparsing files with the starter student
+# (bench/bench_memory.py --fit); a fitted memory_mix.json beside the model replaces it.
+DEFAULT_SPARSE = (0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97)
+DEFAULT_DENSE = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85)
+
+
+def bucket(length: int) -> int:
+    """Index of ``length`` in ``LENGTH_EDGES`` (lengths ≥ 1)."""
+    b = 0
+    for i, edge in enumerate(LENGTH_EDGES):
+        if length >= edge:
+            b = i
+    return b
+
+
+@dataclass
+class MixWeights:
+    sparse: tuple[float, ...] = DEFAULT_SPARSE
+    dense: tuple[float, ...] = DEFAULT_DENSE
+    source: str = "default"
+    fitted_on: dict[str, Any] = field(default_factory=dict)
+
+    def weight(self, length: int, sparse: bool) -> float:
+        if length <= 0:
+            return 0.0
+        table = self.sparse if sparse else self.dense
+        return float(table[min(bucket(length), len(table) - 1)])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"length_edges": list(LENGTH_EDGES), "sparse": list(self.sparse), "dense": list(self.dense),
+                "fitted_on": self.fitted_on}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str) -> MixWeights:
+        """Parse a table; raises ``ValueError`` naming what is wrong."""
+        if not isinstance(raw, dict):
+            raise ValueError("memory mix weights must be an object with 'sparse' and 'dense' lists")
+        out = []
+        for key, default in (("sparse", DEFAULT_SPARSE), ("dense", DEFAULT_DENSE)):
+            values = raw.get(key, list(default))
+            if (not isinstance(values, list) or len(values) != len(LENGTH_EDGES)
+                    or not all(isinstance(v, int | float) and 0.0 <= v <= 1.0 for v in values)):
+                raise ValueError(f"memory mix '{key}' must be {len(LENGTH_EDGES)} numbers in [0, 1] "
+                                 f"(one per match-length bucket {list(LENGTH_EDGES)})")
+            out.append(tuple(float(v) for v in values))
+        fitted = raw.get("fitted_on")
+        return cls(out[0], out[1], source, fitted if isinstance(fitted, dict) else {})
+
+    def save(self, model_dir: Path) -> Path:
+        path = model_dir / FILE_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+        return path
+
+
+def load_weights(model_dir: Path | None, override: dict[str, Any] | None = None) -> tuple[MixWeights, str | None]:
+    """The mix table: the configuration's override, else the model's ``memory_mix.json``, else the default.
+    Returns it with a warning when a table was unusable (the next one in that order is used)."""
+    warning = None
+    if override:
+        try:
+            return MixWeights.from_dict(override, "configuration"), None
+        except ValueError as exc:
+            warning = f"{exc}; using the model's table"
+    if model_dir is not None and (model_dir / FILE_NAME).exists():
+        path = model_dir / FILE_NAME
+        try:
+            return MixWeights.from_dict(json.loads(path.read_text(encoding="utf-8")), str(path)), warning
+        except (OSError, ValueError) as exc:
+            warning = f"{path} is unusable ({exc}); using the default memory mix"
+    return MixWeights(), warning
+
+
+def mix(model_probs: Any, next_counts: dict[int, int], lam: float) -> Any:
+    """``(1 - lam) · model_probs + lam · memory`` for a 1-D torch tensor of probabilities (a new tensor).
+    Token ids outside the model's output are ignored."""
+    import torch
+
+    out = model_probs * (1.0 - lam)
+    total = sum(next_counts.values())
+    if total <= 0 or lam <= 0.0:
+        return model_probs
+    vocab = int(model_probs.shape[-1])
+    ids = [t for t in next_counts if 0 <= t < vocab]
+    if not ids:
+        return model_probs
+    idx = torch.tensor(ids, dtype=torch.long)
+    val = torch.tensor([next_counts[t] / total for t in ids], dtype=out.dtype)
+    out.index_add_(0, idx, val * lam)
+    return out
+
+
+@dataclass
+class Observation:
+    """One position of held-out text: the match it got and both parts' probability of the true token."""
+
+    length: int
+    sparse: bool
+    p_model: float
+    p_memory: float
+
+
+def fit_weights(observations: Iterable[Observation], min_count: int = 20,
+                fitted_on: dict[str, Any] | None = None) -> MixWeights:
+    """Per (sparse, length bucket): the λ on ``GRID`` maximising Σ log((1-λ)·p_model + λ·p_memory).
+    Buckets with fewer than ``min_count`` observations take their neighbour's value (or the default)."""
+    groups: dict[tuple[bool, int], list[Observation]] = {}
+    for o in observations:
+        if o.length > 0:
+            groups.setdefault((o.sparse, bucket(o.length)), []).append(o)
+    tables: list[tuple[float, ...]] = []
+    for sparse, default in ((True, DEFAULT_SPARSE), (False, DEFAULT_DENSE)):
+        values: list[float | None] = []
+        for b in range(len(LENGTH_EDGES)):
+            obs = groups.get((sparse, b), [])
+            values.append(_best_lambda(obs) if len(obs) >= min_count else None)
+        tables.append(_fill(values, default))
+    counts = {f"{'sparse' if s else 'dense'}:{LENGTH_EDGES[b]}": len(v) for (s, b), v in sorted(groups.items())}
+    return MixWeights(tables[0], tables[1], "fitted", {**(fitted_on or {}), "observations": counts})
+
+
+def _best_lambda(obs: Sequence[Observation]) -> float:
+    best, best_ll = 0.0, -math.inf
+    for lam in GRID:
+        ll = sum(math.log(max((1 - lam) * o.p_model + lam * o.p_memory, 1e-12)) for o in obs)
+        if ll > best_ll:
+            best, best_ll = lam, ll
+    return best
+
+
+def _fill(values: list[float | None], default: Sequence[float]) -> tuple[float, ...]:
+    """Missing buckets copy the nearest fitted shorter bucket, else the nearest longer one, else the default;
+    the table is made non-decreasing in length (a longer match is never trusted less)."""
+    out: list[float] = []
+    for i, v in enumerate(values):
+        if v is None:
+            shorter = [x for x in values[:i] if x is not None]
+            longer = [x for x in values[i + 1:] if x is not None]
+            v = shorter[-1] if shorter else (longer[0] if longer else default[i])
+        out.append(v)
+    for i in range(1, len(out)):
+        out[i] = max(out[i], out[i - 1])
+    return tuple(out)
