@@ -34,6 +34,8 @@ SEP = 2**31 - 1  # between files: compares above every token id, never matches o
 MAX_CONTEXT = 48  # tokens of context a query looks at (longer matches are counted as this long)
 MAX_SAMPLE = 2048  # occurrences read for the next-token distribution of a dense match
 FORMAT = 1
+BUFFER_BLOCK_LINES = 32  # the open buffer is tokenized in blocks of this many lines, cached by content
+BUFFER_BLOCK_CACHE = 256
 
 Encoder = Callable[[list[str]], list[list[int]]]
 
@@ -218,9 +220,11 @@ class RepoMemory:
         self.tokenizer_id = tokenizer_id
         self.cache_dir = (cache_dir / "memory" / tokenizer_id) if cache_dir is not None else None
         self.shard: Shard | None = None
+        self.generation = 0  # bumped whenever the workspace shard changes (suggestion caches go stale)
         self.stats = MemoryStats()
         self._lock = threading.Lock()  # one build at a time
         self._buffer: tuple[str, Shard | None] = ("", None)
+        self._blocks: dict[str, list[int]] = {}  # buffer text block -> token ids
 
     # -- building -----------------------------------------------------------------------
     def build(self, root: Path, read: Callable[[Path], Iterable[tuple[str, str]]] | None = None) -> MemoryStats:
@@ -270,6 +274,7 @@ class RepoMemory:
                 items[i] = (path, items[i][1], ids)
         shard = Shard.from_token_lists(items)
         self.shard = shard
+        self.generation += 1
         self.stats = MemoryStats(files=len(shard.files), tokens=shard.n - len(shard.files) - 1,
                                  tokenized_files=len(todo), build_s=time.perf_counter() - t0,
                                  bytes=shard.tokens.nbytes + shard.sa.nbytes)
@@ -325,28 +330,46 @@ class RepoMemory:
             log.warning("%s; rebuilding it", self.stats.reason)
             return False
         self.shard = shard
+        self.generation += 1
         self.stats = MemoryStats(files=len(files), tokens=shard.n - len(files) - 1, build_s=time.perf_counter() - t0,
                                  bytes=shard.tokens.nbytes + shard.sa.nbytes, reason="loaded")
         return True
 
     # -- queries ------------------------------------------------------------------------
     def buffer_shard(self, text: str, line: int) -> Shard | None:
-        """The open document minus the cursor's line, as memory (cached until a line other than the
-        cursor's changes, so typing within a line reuses it)."""
+        """The open document minus the cursor's line, as memory. Cached until a line other than the
+        cursor's changes (typing within a line reuses it); the text is tokenized in blocks of lines that
+        are cached by content, so moving to another line re-tokenizes only the blocks around it."""
         lines = text.split("\n")
-        before = "\n".join(lines[:line])
-        after = "\n".join(lines[line + 1:])
-        key = hashlib.sha1(f"{len(before)}\0{before}\0{after}".encode()).hexdigest()
+        before, after = lines[:line], lines[line + 1:]
+        key = hashlib.sha1("\n".join(before).encode() + b"\0\0" + "\n".join(after).encode()).hexdigest()
         cached_key, cached = self._buffer
         if cached_key == key:
             return cached
-        parts = [(s, n) for s, n in (("<buffer:before>", before), ("<buffer:after>", after)) if n.strip()]
-        shard = None
-        if parts:
-            ids = self.encode([t for _, t in parts])
-            shard = Shard.from_token_lists((name, "", i) for (name, _), i in zip(parts, ids, strict=True))
+        items: list[tuple[str, str, Sequence[int] | np.ndarray]] = []
+        for name, part in (("<buffer:before>", before), ("<buffer:after>", after)):
+            ids = self._block_tokens(part)
+            if ids:
+                items.append((name, "", ids))
+        shard = Shard.from_token_lists(items) if items else None
         self._buffer = (key, shard)
         return shard
+
+    def _block_tokens(self, lines: list[str]) -> list[int]:
+        """Token ids of ``lines`` joined by newlines, tokenized in cached blocks of BUFFER_BLOCK_LINES lines."""
+        blocks = ["\n".join(lines[i: i + BUFFER_BLOCK_LINES]) + ("\n" if i + BUFFER_BLOCK_LINES < len(lines) else "")
+                  for i in range(0, len(lines), BUFFER_BLOCK_LINES)]
+        missing = [b for b in dict.fromkeys(blocks) if b not in self._blocks]
+        if missing:
+            for b, ids in zip(missing, self.encode(missing), strict=True):
+                self._blocks[b] = ids
+        out: list[int] = []
+        for b in blocks:
+            out.extend(self._blocks[b])
+        if len(self._blocks) > 4 * BUFFER_BLOCK_CACHE:
+            keep = set(blocks)
+            self._blocks = {b: v for b, v in self._blocks.items() if b in keep}
+        return out
 
     def query(self, context: Sequence[int], buffer: Shard | None = None) -> Match:
         shards = [s for s in (self.shard, buffer) if s is not None]

@@ -295,7 +295,8 @@ class Engine:
                     if (from_memory is not None and memory is not None and match is not None and match.sparse
                             and match.length >= memory.draft_min_length and not remaining
                             and self.options.draft_tokens > 0):
-                        draft = from_memory[0].continuation(from_memory[1] + 1, self.options.draft_tokens)
+                        # A copied span is usually right for longer than a prompt-lookup guess: draft twice as far.
+                        draft = from_memory[0].continuation(from_memory[1] + 1, 2 * self.options.draft_tokens)
                     if not draft:
                         draft = [] if drafter is None or remaining else drafter.propose(self.options.draft_tokens)
                     if draft:

@@ -113,6 +113,8 @@ class CompletionService:
         self.screen_stats = {"screened": 0, "blocked": 0, "annotated": 0, "unscreened": 0}
         self.memory: Any = None  # indexing.memory.RepoMemory for the engine's tokenizer, made on first use
         self._mix: Any = None  # distill_code.memory_mix.MixWeights
+        self._nl_table: Any = None
+        self._memory_generation = 0
 
     def ensure_memory(self, cache_dir: Any = None, index_config: Any = None) -> Any:
         """The repository memory in the engine's tokenizer (created on first call; the open buffer is memory
@@ -220,6 +222,10 @@ class CompletionService:
                   cancel: threading.Event | None, path: str | None) -> Outcome:
         t0 = time.perf_counter()
         prefix, suffix = split_at(text, line, character)
+        generation = self.memory.generation if self.memory is not None else 0
+        if generation != self._memory_generation:  # a file changed what the memory would suggest
+            self.cache = SuggestionCache(self.config.cache_size)
+            self._memory_generation = generation
         cached = self.cache.get(uri, prefix, suffix)
         line_prefix = prefix.rsplit("\n", 1)[-1]
         line_suffix = suffix.split("\n", 1)[0]
@@ -296,7 +302,7 @@ class CompletionService:
             if where is None:
                 continue
             fspan, offset = where
-            at = 1 + str(tok.decode(span.shard.file_tokens(fspan)[:offset].tolist())).count("\n")
+            at = 1 + int(self._newlines(tok)[span.shard.file_tokens(fspan)[:offset]].sum())
             path = fspan.path
             if path == "<buffer:before>":
                 path = doc_path
@@ -304,6 +310,18 @@ class CompletionService:
                 path, at = doc_path, at + line + 1
             out.append({"path": path, "line": at, "tokens": span.tokens})
         return out
+
+    def _newlines(self, tok: Any) -> Any:
+        """Newlines in each token id's text (line numbers of copied spans without decoding whole files)."""
+        if self._nl_table is None:
+            import numpy as np
+
+            size = max(len(tok), max(tok.get_vocab().values(), default=0) + 1)
+            table = np.zeros(size, dtype=np.int32)
+            for text, i in tok.get_vocab().items():
+                table[i] = tok.convert_tokens_to_string([text]).count("\n")
+            self._nl_table = table
+        return self._nl_table
 
     def _apply_screen(self, outcome: Outcome, text: str, line: int, character: int, language: str) -> None:
         """Screen the suggestion (``character`` in code points); a blocked block falls back to its lines

@@ -1,0 +1,193 @@
+"""Repository memory (indexing/memory.py) with the shipped starter tokenizer, and the mixture it feeds
+(distill_code/memory_mix.py): known continuations and counts, secrets, changes, corruption, the fit."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from distill_code.memory_mix import LENGTH_EDGES, MixWeights, Observation, fit_weights, load_weights, mix
+from indexing.memory import RepoMemory, Shard, query_shards
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(ROOT / "distill_code" / "starter" / "student"))
+
+
+def make_memory(tok, cache: Path | None = None) -> RepoMemory:
+    return RepoMemory(lambda ts: [list(x) for x in tok(ts, add_special_tokens=False)["input_ids"]] if ts else [],
+                      "starter", cache)
+
+
+def ids(tok, text: str) -> list[int]:
+    return list(tok(text, add_special_tokens=False)["input_ids"])
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "a.py").write_text(
+        "def frobnicate(widget):\n    return widget.spin_quickly(7)\n\n"
+        "def other(widget):\n    return widget.spin_quickly(7)\n", encoding="utf-8")
+    (root / "pkg" / "b.py").write_text("def twirl(widget):\n    return widget.spin_slowly(3)\n", encoding="utf-8")
+    (root / "settings.py").write_text('AWS_KEY = "AKIAIOSFODNN7EXAMPLE"\nDEBUG = True\n', encoding="utf-8")
+    (root / ".gitignore").write_text("ignored/\n", encoding="utf-8")
+    (root / "ignored").mkdir()
+    (root / "ignored" / "c.py").write_text("widget.spin_secretly(9)\n", encoding="utf-8")
+    return root
+
+
+def next_id(tok, context: str, word: str) -> int:
+    """The token that follows ``context`` when ``word`` comes next, as a whole file tokenizes it."""
+    before = ids(tok, context)
+    return ids(tok, context + word)[len(before)]
+
+
+def brute(files: list[list[int]], ctx: list[int]) -> tuple[int, dict[int, int]]:
+    best, nxt = 0, {}
+    for n in range(1, len(ctx) + 1):
+        counts: dict[int, int] = {}
+        for f in files:
+            for i in range(len(f) - n):
+                if f[i: i + n] == ctx[-n:]:
+                    counts[f[i + n]] = counts.get(f[i + n], 0) + 1
+        if counts:
+            best, nxt = n, counts
+    return best, nxt
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 4), max_size=30), min_size=1, max_size=4),
+       st.lists(st.integers(0, 4), min_size=1, max_size=10))
+def test_longest_match_and_next_counts_equal_brute_force(files: list[list[int]], ctx: list[int]) -> None:
+    shard = Shard.from_token_lists((f"f{i}", "", f) for i, f in enumerate(files))
+    m = query_shards([shard], ctx)
+    assert (m.length, m.next_counts) == brute(files, ctx)
+
+
+def test_matches_never_cross_files_and_shards_pool_equal_lengths() -> None:
+    a = Shard.from_token_lists([("a", "", [1, 2]), ("b", "", [3, 9])])
+    assert query_shards([a], [1, 2]).length == 0  # 2 ends file a: [3] is another file
+    b = Shard.from_token_lists([("c", "", [5, 1, 2, 7])])
+    c = Shard.from_token_lists([("d", "", [1, 2, 8, 1, 2, 7])])
+    m = query_shards([b, c], [1, 2])
+    assert m.length == 2 and m.next_counts == {7: 2, 8: 1} and m.count == 3
+
+
+def test_workspace_memory_knows_continuations_counts_and_where(tok, repo: Path) -> None:
+    mem = make_memory(tok)
+    stats = mem.build(repo)
+    assert stats.files == 4 and stats.tokens > 20  # a.py, b.py, settings.py, .gitignore; not ignored/
+    m = mem.query(ids(tok, "    return widget.spin_"))
+    assert m.count == 3
+    quickly, slowly = next_id(tok, "widget.spin_", "quickly"), next_id(tok, "widget.spin_", "slowly")
+    assert m.next_counts.get(quickly) == 2 and m.next_counts.get(slowly) == 1
+    shard, pos = next(w for w in m.where if int(w[0].tokens[w[1]]) == slowly)
+    span, _ = shard.locate(pos)
+    assert span.path == "pkg/b.py"
+    assert "secretly" not in tok.decode(mem.shard.tokens[mem.shard.tokens < 2**31 - 1].tolist())
+
+
+def test_masked_secret_never_enters_the_memory(tok, repo: Path) -> None:
+    mem = make_memory(tok)
+    mem.build(repo)
+    text = tok.decode(mem.shard.tokens[mem.shard.tokens < 2**31 - 1].tolist())
+    assert "DEBUG = True" in text
+    assert "AKIAIOSFODNN7EXAMPLE" not in text
+
+
+def test_changed_deleted_and_renamed_files_change_answers(tok, repo: Path) -> None:
+    mem = make_memory(tok)
+    mem.build(repo)
+    ctx = ids(tok, "def twirl(widget):\n    return widget.spin_")
+    slowly = next_id(tok, "widget.spin_", "slowly")
+    wildly = next_id(tok, "widget.spin_", "wildly")
+    assert mem.query(ctx).best() == slowly
+    (repo / "pkg" / "b.py").write_text("def twirl(widget):\n    return widget.spin_wildly(3)\n", encoding="utf-8")
+    stats = mem.update(repo, ["pkg/b.py"])
+    assert stats.tokenized_files == 1  # the other files' tokens were reused
+    assert mem.query(ctx).best() == wildly
+    (repo / "pkg" / "b.py").rename(repo / "pkg" / "renamed.py")
+    mem.update(repo, ["pkg/b.py", "pkg/renamed.py"])
+    m = mem.query(ctx)
+    assert m.best() == wildly
+    assert {mem.shard.locate(p)[0].path for s, p in m.where} == {"pkg/renamed.py"}
+    (repo / "pkg" / "renamed.py").unlink()
+    mem.update(repo, ["pkg/renamed.py"])
+    assert mem.query(ctx).length < len(ctx) - 2
+    assert "pkg/renamed.py" not in {f.path for f in mem.shard.files}
+
+
+def test_saved_memory_loads_and_a_corrupt_one_is_rebuilt(tok, repo: Path, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    cache = tmp_path / "cache"
+    first = make_memory(tok, cache)
+    first.build(repo)
+    again = make_memory(tok, cache)
+    assert again.load() and again.stats.tokens == first.stats.tokens
+    assert np.array_equal(again.shard.sa, first.shard.sa)
+    saved = cache / "memory" / "starter" / "memory.npz"
+    saved.write_bytes(b"not a zip file")
+    broken = make_memory(tok, cache)
+    assert not broken.load()
+    assert "unusable" in broken.stats.reason and "rebuilding" in caplog.text
+    assert broken.query(ids(tok, "widget.spin")).length == 0  # no memory meanwhile, no error
+    broken.build(repo)
+    assert broken.query(ids(tok, "widget.spin")).length >= 3
+    assert make_memory(tok, cache).load()  # and it was saved again
+    assert not make_memory(tok, tmp_path / "empty").load()
+
+
+def test_buffer_shard_skips_the_cursor_line_and_is_cached(tok) -> None:
+    mem = make_memory(tok)
+    text = "x = compute_total(alpha)\ny = compute_tot\nz = 1\n"
+    shard = mem.buffer_shard(text, 1)
+    assert shard is not None and [f.path for f in shard.files] == ["<buffer:before>", "<buffer:after>"]
+    m = mem.query(ids(tok, "y = compute_")[1:], shard)
+    assert m.length >= 2 and m.best() == next_id(tok, "x = compute_", "total")
+    assert mem.buffer_shard(text.replace("compute_tot\n", "compute_tota\n"), 1) is shard  # typing on the line
+
+
+def test_mix_is_a_distribution_and_weights_follow_buckets() -> None:
+    p = torch.softmax(torch.randn(50), -1)
+    out = mix(p.clone(), {3: 2, 7: 1, 999: 5}, 0.6)  # 999 is outside the model's output: ignored
+    assert math.isclose(float(out.sum()), 1.0 - 0.6 * 5 / 8, rel_tol=1e-5)
+    ok = mix(p.clone(), {3: 2, 7: 1}, 0.6)
+    assert math.isclose(float(ok.sum()), 1.0, rel_tol=1e-5)
+    assert math.isclose(float(ok[3]), 0.4 * float(p[3]) + 0.6 * 2 / 3, rel_tol=1e-5)
+    w = MixWeights(tuple(i / 10 for i in range(9)), tuple(0.0 for _ in range(9)))
+    assert w.weight(0, True) == 0.0 and w.weight(1, True) == 0.0 and w.weight(5, True) == 0.3
+    assert w.weight(100, True) == 0.8 and w.weight(100, False) == 0.0
+
+
+def test_fit_trusts_a_memory_that_is_right_and_not_one_that_is_wrong() -> None:
+    obs = [Observation(8, True, 0.1, 1.0) for _ in range(50)] + [Observation(2, False, 0.5, 0.0) for _ in range(50)]
+    w = fit_weights(obs)
+    assert w.weight(8, True) >= 0.95
+    assert w.weight(2, False) == 0.0
+    assert all(a <= b for a, b in zip(w.sparse, w.sparse[1:], strict=False))  # never trusts longer matches less
+
+
+def test_weights_load_from_model_dir_and_config_override(tmp_path: Path) -> None:
+    table = {"sparse": [0.5] * len(LENGTH_EDGES), "dense": [0.25] * len(LENGTH_EDGES)}
+    (tmp_path / "memory_mix.json").write_text(json.dumps(table), encoding="utf-8")
+    w, warn = load_weights(tmp_path)
+    assert warn is None and w.weight(3, True) == 0.5 and w.weight(3, False) == 0.25
+    w, warn = load_weights(tmp_path, {"sparse": [2.0]})
+    assert warn is not None and "sparse" in warn and w.weight(3, True) == 0.5  # bad override: the model's table
+    (tmp_path / "memory_mix.json").write_text("{broken", encoding="utf-8")
+    w, warn = load_weights(tmp_path)
+    assert warn is not None and "unusable" in warn and w.source == "default"
