@@ -296,7 +296,7 @@ def observations(engine: Any, repo: Path, heldout: list[tuple[str, str]], n_line
                 continue
             dist = m.distribution()
             out.append(Observation(m.length, m.sparse, float(probs[i, g]) if g < probs.shape[1] else 0.0,
-                                   dist.get(g, 0.0)))
+                                   dist.get(g, 0.0), float(probs[i].max())))
     engine._runner.reset()
     return out
 
@@ -329,7 +329,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["fit"] = {"path": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
                          **weights.to_dict()}
         print(f"fitted mixture weights on {args.fit_repos} ({len(obs)} positions) -> {path}")
-        print("  sparse", weights.sparse, "\n  dense ", weights.dense)
+        for name, table in weights.to_dict().items():
+            if isinstance(table, list) and name != "length_edges":
+                print(f"  {name:17s}", table)
     for pkg in args.repos:
         repo, heldout, info = split_repo(pkg, work / "eval", args.seed)
         cases = cut_cases(heldout, args.lines, args.seed)

@@ -1,8 +1,10 @@
 """Mixing the repository memory (∞-gram) into a model's next-token distribution.
 
 ``p = (1 - λ) · p_model + λ · p_memory``, where λ depends on how much the memory's answer can be
-trusted: the length of the longest matching suffix and whether every occurrence was followed by the
-same token ("sparse", as in the infini-gram paper) or not ("dense"). The λ table is fitted on held-out
+trusted: the length of the longest matching suffix, whether every occurrence was followed by the
+same token ("sparse", as in the infini-gram paper) or not ("dense"), and whether the model itself is
+confident (top probability ≥ ``CONFIDENT``): a model that knows the answer should not be overruled by
+a short match, while a weak one should follow even short matches. The λ table is fitted on held-out
 files (``fit_weights``: the λ per bucket that maximises the likelihood of the true next tokens) and
 stored beside the model as ``memory_mix.json``; serving and the distiller's teacher ensemble both read
 it from here, so they mix the same way.
@@ -24,8 +26,15 @@ GRID = tuple(i / 40 for i in range(40)) + (0.99,)
 
 # Used when a model ships no fitted table: fitted on held-out click/pyparsing files with the starter student
 # (bench/bench_memory.py --fit); a fitted memory_mix.json beside the model replaces it.
-DEFAULT_SPARSE = (0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97)
-DEFAULT_DENSE = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85)
+DEFAULT_SPARSE = (0.275, 0.45, 0.525, 0.675, 0.675, 0.7, 0.725, 0.825, 0.825)
+DEFAULT_DENSE = (0.275, 0.375, 0.45, 0.45, 0.5, 0.5, 0.5, 0.5, 0.5)
+# When the model is confident, a short match must not overrule it; long matches still copy.
+DEFAULT_SPARSE_CONFIDENT = (0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.6, 0.75, 0.8)
+DEFAULT_DENSE_CONFIDENT = (0.05, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.45, 0.5)
+CONFIDENT = 0.5  # the model's top probability at or above which the "confident" tables apply
+TABLES = ("sparse", "dense", "sparse_confident", "dense_confident")
+DEFAULTS = dict(zip(TABLES, (DEFAULT_SPARSE, DEFAULT_DENSE, DEFAULT_SPARSE_CONFIDENT, DEFAULT_DENSE_CONFIDENT),
+                    strict=True))
 
 
 def bucket(length: int) -> int:
@@ -41,34 +50,38 @@ def bucket(length: int) -> int:
 class MixWeights:
     sparse: tuple[float, ...] = DEFAULT_SPARSE
     dense: tuple[float, ...] = DEFAULT_DENSE
+    sparse_confident: tuple[float, ...] = DEFAULT_SPARSE_CONFIDENT
+    dense_confident: tuple[float, ...] = DEFAULT_DENSE_CONFIDENT
     source: str = "default"
     fitted_on: dict[str, Any] = field(default_factory=dict)
 
-    def weight(self, length: int, sparse: bool) -> float:
+    def weight(self, length: int, sparse: bool, model_top: float = 0.0) -> float:
+        """λ for a match of ``length`` tokens; ``model_top`` is the model's own top probability."""
         if length <= 0:
             return 0.0
-        table = self.sparse if sparse else self.dense
+        name = ("sparse" if sparse else "dense") + ("_confident" if model_top >= CONFIDENT else "")
+        table = getattr(self, name)
         return float(table[min(bucket(length), len(table) - 1)])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"length_edges": list(LENGTH_EDGES), "sparse": list(self.sparse), "dense": list(self.dense),
-                "fitted_on": self.fitted_on}
+        return {"length_edges": list(LENGTH_EDGES), "confident": CONFIDENT,
+                **{name: list(getattr(self, name)) for name in TABLES}, "fitted_on": self.fitted_on}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str) -> MixWeights:
-        """Parse a table; raises ``ValueError`` naming what is wrong."""
+        """Parse a table (missing tables take the defaults); raises ``ValueError`` naming what is wrong."""
         if not isinstance(raw, dict):
             raise ValueError("memory mix weights must be an object with 'sparse' and 'dense' lists")
         out = []
-        for key, default in (("sparse", DEFAULT_SPARSE), ("dense", DEFAULT_DENSE)):
-            values = raw.get(key, list(default))
+        for key in TABLES:
+            values = raw.get(key, list(DEFAULTS[key]))
             if (not isinstance(values, list) or len(values) != len(LENGTH_EDGES)
                     or not all(isinstance(v, int | float) and 0.0 <= v <= 1.0 for v in values)):
                 raise ValueError(f"memory mix '{key}' must be {len(LENGTH_EDGES)} numbers in [0, 1] "
                                  f"(one per match-length bucket {list(LENGTH_EDGES)})")
             out.append(tuple(float(v) for v in values))
         fitted = raw.get("fitted_on")
-        return cls(out[0], out[1], source, fitted if isinstance(fitted, dict) else {})
+        return cls(out[0], out[1], out[2], out[3], source=source, fitted_on=fitted if isinstance(fitted, dict) else {})
 
     def save(self, model_dir: Path) -> Path:
         path = model_dir / FILE_NAME
@@ -121,25 +134,28 @@ class Observation:
     sparse: bool
     p_model: float
     p_memory: float
+    model_top: float = 0.0  # the model's top probability at this position
 
 
 def fit_weights(observations: Iterable[Observation], min_count: int = 20,
                 fitted_on: dict[str, Any] | None = None) -> MixWeights:
     """Per (sparse, length bucket): the λ on ``GRID`` maximising Σ log((1-λ)·p_model + λ·p_memory).
     Buckets with fewer than ``min_count`` observations take their neighbour's value (or the default)."""
-    groups: dict[tuple[bool, int], list[Observation]] = {}
+    groups: dict[tuple[str, int], list[Observation]] = {}
     for o in observations:
         if o.length > 0:
-            groups.setdefault((o.sparse, bucket(o.length)), []).append(o)
+            name = ("sparse" if o.sparse else "dense") + ("_confident" if o.model_top >= CONFIDENT else "")
+            groups.setdefault((name, bucket(o.length)), []).append(o)
     tables: list[tuple[float, ...]] = []
-    for sparse, default in ((True, DEFAULT_SPARSE), (False, DEFAULT_DENSE)):
+    for name in TABLES:
         values: list[float | None] = []
         for b in range(len(LENGTH_EDGES)):
-            obs = groups.get((sparse, b), [])
+            obs = groups.get((name, b), [])
             values.append(_best_lambda(obs) if len(obs) >= min_count else None)
-        tables.append(_fill(values, default))
-    counts = {f"{'sparse' if s else 'dense'}:{LENGTH_EDGES[b]}": len(v) for (s, b), v in sorted(groups.items())}
-    return MixWeights(tables[0], tables[1], "fitted", {**(fitted_on or {}), "observations": counts})
+        tables.append(_fill(values, DEFAULTS[name]))
+    counts = {f"{n}:{LENGTH_EDGES[b]}": len(v) for (n, b), v in sorted(groups.items())}
+    return MixWeights(tables[0], tables[1], tables[2], tables[3], source="fitted",
+                      fitted_on={**(fitted_on or {}), "observations": counts})
 
 
 def _best_lambda(obs: Sequence[Observation]) -> float:

@@ -32,6 +32,9 @@ def _serve(args: argparse.Namespace) -> int:
     # waited up to the default 5 ms switch interval while an index update ran Python (completion p50
     # 979 ms -> 514 ms with 0.5 ms, before indexing stepped aside for requests; see indexing/foreground.py).
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    if args.tcp and args.stdio:
+        print("protege: choose one of --stdio and --tcp", file=sys.stderr)
+        return 2
     if args.tcp:
         host, _, port = args.tcp.rpartition(":")
         if not port.isdigit():
@@ -147,6 +150,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("serve", help="run the language server (stdio by default)")
     p.add_argument("--model", help="model directory (default: the shipped starter student)")
     p.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio")
+    # vscode-languageclient (TransportKind.stdio) and other clients append --stdio: accept it, it is the default.
+    p.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (the default)")
     p.add_argument("--dtype", choices=["float32", "bfloat16"])
     p.add_argument("--quantize", choices=["none", "int8"])
     p.set_defaults(func=_serve)

@@ -241,12 +241,13 @@ class Engine:
                         reason = "cancelled"
                         break
                     match = memory.query(memory.context_ids + generated) if memory is not None else None
-                    model_logits = logits
                     lam = 0.0
+                    model_probs = None
                     if match is not None and match.length > 0 and memory is not None:
-                        lam = memory.weights.weight(match.length, match.sparse)
+                        model_probs = torch.softmax(logits.float(), -1)
+                        lam = memory.weights.weight(match.length, match.sparse, float(model_probs.max()))
                         if lam > 0.0:
-                            logits = torch.log(mix(torch.softmax(logits.float(), -1), match.next_counts, lam))
+                            logits = torch.log(mix(model_probs, match.next_counts, lam))
                     if remaining:
                         # Token healing: only tokens consistent with the backed-off text (ids past the
                         # model's output size are filtered by mask_logits).
@@ -263,9 +264,9 @@ class Engine:
                         reason = "eos"
                         break
                     from_memory = None
-                    if lam > 0.0 and match is not None and next_id in match.next_counts:
+                    if lam > 0.0 and match is not None and model_probs is not None and next_id in match.next_counts:
                         p_mem = match.next_counts[next_id] / max(1, sum(match.next_counts.values()))
-                        p_model = float(torch.softmax(model_logits.float(), -1)[next_id])
+                        p_model = float(model_probs[next_id])
                         if lam * p_mem >= (1.0 - lam) * p_model:
                             memory_tokens += 1
                             from_memory = next((w for w in match.where if int(w[0].tokens[w[1]]) == next_id), None)

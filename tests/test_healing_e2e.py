@@ -37,7 +37,9 @@ async def client(lsp_client: LanguageClient, fitted_model_dir: Path, tmp_path_fa
         root_uri=ws.as_uri(),
         workspace_folders=[types.WorkspaceFolder(uri=ws.as_uri(), name="ws")],
         # No suggestion cache: every keystroke must reach the engine so its prompt reuse shows.
+        # Memory off: these tests check what the fitted model itself produces (tests/test_memory_e2e.py has the memory).
         initialization_options={"model": str(fitted_model_dir), "debounceMs": 0, "index": {"enabled": False},
+                                "memory": {"enabled": False},
                                 "cacheSize": 0, "multiline": False, "maxNewTokensLine": 8},
     )
     await lsp_client.initialize_session(params)

@@ -168,16 +168,19 @@ def test_mix_is_a_distribution_and_weights_follow_buckets() -> None:
     ok = mix(p.clone(), {3: 2, 7: 1}, 0.6)
     assert math.isclose(float(ok.sum()), 1.0, rel_tol=1e-5)
     assert math.isclose(float(ok[3]), 0.4 * float(p[3]) + 0.6 * 2 / 3, rel_tol=1e-5)
-    w = MixWeights(tuple(i / 10 for i in range(9)), tuple(0.0 for _ in range(9)))
+    w = MixWeights(tuple(i / 10 for i in range(9)), tuple(0.0 for _ in range(9)), tuple(0.01 for _ in range(9)))
     assert w.weight(0, True) == 0.0 and w.weight(1, True) == 0.0 and w.weight(5, True) == 0.3
     assert w.weight(100, True) == 0.8 and w.weight(100, False) == 0.0
+    assert w.weight(5, True, model_top=0.9) == 0.01  # a confident model is trusted over the memory
 
 
 def test_fit_trusts_a_memory_that_is_right_and_not_one_that_is_wrong() -> None:
-    obs = [Observation(8, True, 0.1, 1.0) for _ in range(50)] + [Observation(2, False, 0.5, 0.0) for _ in range(50)]
+    obs = [Observation(8, True, 0.1, 1.0) for _ in range(50)] + [Observation(2, False, 0.4, 0.0) for _ in range(50)]
+    obs += [Observation(8, True, 0.9, 0.0, model_top=0.9) for _ in range(50)]
     w = fit_weights(obs)
     assert w.weight(8, True) >= 0.95
     assert w.weight(2, False) == 0.0
+    assert w.weight(8, True, model_top=0.9) == 0.0  # fitted apart: confident and right, the memory wrong
     assert all(a <= b for a, b in zip(w.sparse, w.sparse[1:], strict=False))  # never trusts longer matches less
 
 

@@ -16,7 +16,8 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "server.cli", "serve"], client_factory=editor_client)
+SERVER = ClientServerConfig(server_command=[sys.executable, "-m", "server.cli", "serve", "--stdio"],
+                            client_factory=editor_client)  # --stdio: as vscode-languageclient starts it
 HELPER = ("def load(rows):\n"
           "    return normalise_quux_records(rows, tolerance=GLACIAL_TOLERANCE, keep_order=True)\n")
 WORKSPACE: dict[str, Path] = {}

@@ -32,7 +32,9 @@ async def client(lsp_client: LanguageClient, request: pytest.FixtureRequest, fit
         capabilities=client_capabilities(request.param),
         root_uri=ws.as_uri(),
         workspace_folders=[types.WorkspaceFolder(uri=ws.as_uri(), name="ws")],
+        # Memory off: these tests check what the fitted model itself produces (tests/test_memory_e2e.py has the memory).
         initialization_options={"model": str(fitted_model_dir), "debounceMs": 0, "index": {"enabled": False},
+                                "memory": {"enabled": False},
                                 "bogusOption": 1, "maxNewTokens": "many"},
     )
     lsp_client.set_configuration({"contextTokens": 256}, section="protege")  # as the fitted model was trained
