@@ -88,6 +88,10 @@ class Shard:
         self._rev_mv = memoryview(self.rev.data).cast("B").cast("i")
         self._sa_mv = memoryview(self.sa.data).cast("B").cast("i")
         self._starts = np.array([f.start for f in files], dtype=np.int64)
+        self._by_path = {f.path: f for f in files}
+
+    def span_of(self, path: str) -> FileSpan | None:
+        return self._by_path.get(path)
 
     @classmethod
     def from_token_lists(cls, items: Iterable[tuple[str, str, Sequence[int] | np.ndarray]]) -> Shard:
@@ -220,6 +224,7 @@ class RepoMemory:
         self.tokenizer_id = tokenizer_id
         self.cache_dir = (cache_dir / "memory" / tokenizer_id) if cache_dir is not None else None
         self.shard: Shard | None = None
+        self.root: Path | None = None  # the workspace the shard was built from
         self.generation = 0  # bumped whenever the workspace shard changes (suggestion caches go stale)
         self.stats = MemoryStats()
         self._lock = threading.Lock()  # one build at a time
@@ -231,6 +236,7 @@ class RepoMemory:
         """(Re)build from every file of the workspace; tokens of unchanged files come from the old shard."""
         with self._lock:
             t0 = time.perf_counter()
+            self.root = root.resolve()
             texts = list(read(root) if read is not None else workspace_texts(root, self.config))
             return self._rebuild(texts, t0)
 
@@ -238,6 +244,7 @@ class RepoMemory:
         """Re-read the given workspace-relative files (a save, a watched change, a delete, a rename)."""
         with self._lock:
             t0 = time.perf_counter()
+            self.root = root.resolve()
             current = {f.path: f for f in (self.shard.files if self.shard is not None else [])}
             wanted = set(rels)
             fresh = dict(read_files(root, rels, self.config))
@@ -371,9 +378,36 @@ class RepoMemory:
             self._blocks = {b: v for b, v in self._blocks.items() if b in keep}
         return out
 
-    def query(self, context: Sequence[int], buffer: Shard | None = None) -> Match:
-        shards = [s for s in (self.shard, buffer) if s is not None]
-        return query_shards(shards, context) if shards else Match()
+    def query(self, context: Sequence[int], buffer: Shard | None = None, exclude: str | None = None) -> Match:
+        """Longest match over the workspace and the open buffer. ``exclude``: the workspace-relative path of
+        the open document, whose saved copy the buffer supersedes (its saved cursor line would otherwise
+        "predict" whatever was typed before, e.g. the end of the line)."""
+        shard = self.shard
+        shards = [s for s in (shard, buffer) if s is not None]
+        if not shards:
+            return Match()
+        skip = None
+        if exclude is not None and shard is not None:
+            span = shard.span_of(exclude)
+            if span is not None:
+                skip = {0: (span.start - 1, span.start + span.length)}
+        return query_shards(shards, context, skip)
+
+    def relative(self, path: str) -> str | None:
+        """The workspace-relative path of a file path or ``file:`` URI, or None when outside the workspace."""
+        if self.root is None:
+            return None
+        if path.startswith("file:"):
+            from urllib.parse import unquote, urlparse
+
+            path = unquote(urlparse(path).path)
+        p = Path(path)
+        if not p.is_absolute():
+            return p.as_posix()
+        try:
+            return p.resolve().relative_to(self.root).as_posix()
+        except ValueError:
+            return None
 
     def status(self) -> dict[str, Any]:
         s = self.stats

@@ -62,7 +62,7 @@ def _complete(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"protege: expected FILE:LINE:COL (1-based), got {args.location!r}", file=sys.stderr)
         return 2
-    path = Path(file_)
+    path = Path(file_).resolve()  # a relative path is relative to the current directory
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -83,12 +83,17 @@ def _complete(args: argparse.Namespace) -> int:
         return 1
     screen, problem = make_screen(cfg)
     service = CompletionService(cfg, engine, screen=screen)
+    workspace = Path(args.workspace).resolve() if args.workspace else _repository_root(path)
+    rel = None
+    if workspace is not None and cfg.memory.enabled:
+        rel = _memory_for(service, workspace, path)
     try:
-        out = service.complete(path.as_uri(), text, line, col, language=_language_of(path))
+        out = service.complete(path.as_uri(), text, line, col, language=_language_of(path), path=rel)
     except PositionError as exc:
         print(f"protege: bad position: {exc}", file=sys.stderr)
         return 2
     result = {"suggestion": out.text, "latency_ms": round(out.latency_ms, 1), "mode": out.mode,
+              "sources": out.sources, "memory_tokens": out.memory_tokens,
               "tokens": out.generated_tokens, "blocked": out.blocked,
               "screen": out.screen.to_dict() if out.screen is not None and hasattr(out.screen, "to_dict") else None}
     if args.json:
@@ -97,6 +102,33 @@ def _complete(args: argparse.Namespace) -> int:
         print(out.text)
         print(f"-- {out.latency_ms:.0f} ms, {out.generated_tokens} tokens, {out.mode} mode", file=sys.stderr)
     return 0
+
+
+def _repository_root(path: Path) -> Path | None:
+    """The nearest folder above ``path`` holding a ``.git``: the workspace whose memory a completion uses."""
+    for parent in path.parents:
+        if (parent / ".git").exists():
+            return parent
+    return None
+
+
+def _memory_for(service: Any, workspace: Path, path: Path) -> str | None:
+    """Load (or build and save) the workspace's repository memory; the file's workspace-relative path."""
+    from indexing.config import IndexConfig
+
+    cfg = IndexConfig()
+    try:
+        mem = service.ensure_memory(cfg.resolved_cache_dir(workspace), cfg)
+        if not mem.load():
+            print(f"protege: building the repository memory of {workspace} ({mem.stats.reason})", file=sys.stderr)
+        mem.build(workspace)
+    except Exception as exc:  # noqa: BLE001 - the completion goes on with the open file as memory
+        print(f"protege: repository memory unavailable ({exc}); completing without it", file=sys.stderr)
+        return None
+    try:
+        return path.relative_to(workspace).as_posix()
+    except ValueError:
+        return None
 
 
 def _engine_opts(cfg: Any) -> Any:
@@ -161,4 +193,5 @@ def register(sub: Any) -> None:
     c.add_argument("--model")
     c.add_argument("--quantize", choices=["none", "int8"])
     c.add_argument("--json", action="store_true")
+    c.add_argument("--workspace", help="repository whose memory to use (default: the nearest folder with .git)")
     c.set_defaults(func=_complete)

@@ -150,7 +150,7 @@ class CompletionService:
             self._mix = weights
         return self._mix
 
-    def _memory_hook(self, prompt_prefix: str, text: str, line: int) -> Any:
+    def _memory_hook(self, prompt_prefix: str, text: str, line: int, doc_path: str = "") -> Any:
         """The repository memory for this request (workspace shard plus the open buffer), or None."""
         if not self.config.memory.enabled:
             return None
@@ -167,7 +167,8 @@ class CompletionService:
         if len(prompt_prefix) > MEMORY_TAIL_CHARS and "\n" in tail:
             tail = tail[tail.index("\n"):]
         ids = list(self.engine.tokenizer(tail, add_special_tokens=False)["input_ids"]) if tail else []
-        return MemoryHook(query=lambda ctx: mem.query(ctx, buffer), context_ids=ids, weights=self.mix_weights())
+        own = mem.relative(doc_path) if doc_path and buffer is not None else None
+        return MemoryHook(query=lambda ctx: mem.query(ctx, buffer, own), context_ids=ids, weights=self.mix_weights())
 
     def reconfigure(self, config: ProtegeConfig) -> None:
         self.config = config
@@ -263,7 +264,7 @@ class CompletionService:
         max_new = self.config.max_new_tokens_line if mode == "line" else self.config.max_new_tokens
         hook = None
         try:
-            hook = self._memory_hook(prompt.prefix, text, line)
+            hook = self._memory_hook(prompt.prefix, text, line, path or uri)
         except Exception as exc:  # the memory must never cost the user a completion
             log.warning("repository memory unavailable for this request (%s); completing without it", exc)
         gen = self.engine.generate(prompt.ids, max_new, mode=mode, cancel=cancel, heal_removed=heal_removed,
@@ -308,7 +309,11 @@ class CompletionService:
                 path = doc_path
             elif path == "<buffer:after>":
                 path, at = doc_path, at + line + 1
-            out.append({"path": path, "line": at, "tokens": span.tokens})
+            same = next((o for o in out if o["path"] == path and o["line"] == at), None)
+            if same is not None:
+                same["tokens"] += span.tokens  # one source copied in two runs (a token the model chose between)
+            else:
+                out.append({"path": path, "line": at, "tokens": span.tokens})
         return out
 
     def _newlines(self, tok: Any) -> Any:

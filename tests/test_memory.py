@@ -131,6 +131,19 @@ def test_changed_deleted_and_renamed_files_change_answers(tok, repo: Path) -> No
     assert "pkg/renamed.py" not in {f.path for f in mem.shard.files}
 
 
+def test_the_open_documents_saved_copy_gives_way_to_its_buffer(tok, repo: Path) -> None:
+    mem = make_memory(tok)
+    mem.build(repo)
+    ctx = ids(tok, "def twirl(widget):\n    return widget.spin_")
+    slowly = next_id(tok, "widget.spin_", "slowly")
+    assert mem.query(ctx).best() == slowly  # b.py's saved copy
+    assert mem.relative((repo / "pkg" / "b.py").as_uri()) == "pkg/b.py"
+    assert mem.relative("/elsewhere/b.py") is None
+    assert mem.query(ctx, exclude="pkg/b.py").length < len(ctx) - 2  # only b.py had the whole context
+    buffer = mem.buffer_shard("def twirl(widget):\n    return widget.spin_oddly(3)\n    return widget.spin_", 2)
+    assert mem.query(ctx, buffer, exclude="pkg/b.py").best() == next_id(tok, "widget.spin_", "oddly")
+
+
 def test_saved_memory_loads_and_a_corrupt_one_is_rebuilt(tok, repo: Path, tmp_path: Path,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     cache = tmp_path / "cache"
