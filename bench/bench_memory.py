@@ -235,6 +235,16 @@ async def served(repo: Path, heldout: list[tuple[str, str]], cases: list[dict[st
     return preds, lat, status
 
 
+def portable(info: dict[str, Any]) -> dict[str, Any]:
+    """The server's memory status without this machine's paths (the work dir is temporary; the weights file
+    is named relative to the project)."""
+    out = {k: v for k, v in info.items() if k != "workspace"}
+    w = out.get("weights")
+    if isinstance(w, str) and Path(w).is_absolute() and Path(w).is_relative_to(ROOT):
+        out["weights"] = str(Path(w).relative_to(ROOT))
+    return out
+
+
 def latency(lat: list[float]) -> dict[str, float]:
     s = sorted(lat[1:] or lat)  # the first request pays for warm-up
     return {"p50_ms": round(s[len(s) // 2], 1), "p95_ms": round(s[int(0.95 * (len(s) - 1))], 1)}
@@ -346,7 +356,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             preds, lat, status = asyncio.run(served(repo, heldout, cases, on, cache, args.model))
             row[name] = {**score(preds, cases), **latency(lat)}
             if on:
-                row[name]["server_memory"] = status.get("memory")
+                row[name]["server_memory"] = portable(status.get("memory") or {})
                 row["examples"] = [{**c, "mixture": first_line(p), "memory": first_line(m)}
                                    for c, p, m in list(zip(cases, preds, mem_preds, strict=True))[:12]]
         report["repos"][pkg] = row
