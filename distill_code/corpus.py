@@ -1,4 +1,4 @@
-"""Pretraining corpus: the running CPython's standard library, filtered, deduplicated, split by file.
+"""Pretraining corpus: the standard library and chosen permissive packages, filtered, deduplicated, split by file.
 
 The corpus text is never committed; only its manifest (every file's path, bytes, tokens and
 sha256, plus the split) is, so a run can be checked against the exact data it saw.
@@ -25,6 +25,15 @@ _SKIP_DIRS = frozenset({
     "test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "lib2to3",
     "ensurepip", "pydoc_data", "turtledemo", "data", "fixtures", "testdata",
 })
+# Bundled copies of other projects: never their own code, and they would leak evaluation repositories in.
+_VENDORED_DIRS = frozenset({
+    "_vendor", "vendor", "vendored", "_vendored", "extern", "_extern", "third_party", "_bundled",
+    "array_api_compat", "array_api_extra", "_uarray", "_distutils", "distutils",
+})
+_TEST_DIRS = frozenset({"test", "tests", "idle_test"})
+# Packages the benchmarks and model cards evaluate on: their files never enter a corpus, even vendored
+# under another name, so held-out figures stay honest.
+HELDOUT_PACKAGES = frozenset({"click", "pyparsing", "httpx", "typer", "tenacity", "idna", "httpcore"})
 # Markers of machine-written files (codec tables, generated parsers, opcode tables).
 _GENERATED = re.compile(r"(auto-?generated|generated (by|from|with)|gencodec|do not edit|automatically generated)", re.IGNORECASE)
 
@@ -37,9 +46,13 @@ class CorpusError(RuntimeError):
 class CorpusConfig:
     """Where the source comes from and how it is filtered and split."""
 
-    # Empty: the running CPython's stdlib. "stdlib" and "pkg:NAME" (an installed package, e.g. "pkg:numpy")
-    # are resolved on this machine, so recipes carry no machine-specific paths.
+    # Empty: the running CPython's stdlib. "stdlib", "pkg:NAME" (an installed package, e.g. "pkg:numpy") and
+    # "pypi:NAME==VERSION" (a wheel fetched once into ``cache_dir``, see ``distill_code.corpus_fetch``) are
+    # resolved on this machine, so recipes carry no machine-specific paths.
     roots: list[str] = field(default_factory=list)
+    cache_dir: str = "runs/corpus-cache"  # where pypi: roots are downloaded and unpacked
+    include_tests: bool = False  # test code is code users write too; fixtures and data stay out either way
+    near_duplicates: bool = False  # also drop files whose lines mostly repeat an earlier file's (MinHash)
     max_file_bytes: int = 200_000  # bigger files are almost always data tables
     min_file_bytes: int = 200
     validation_fraction: float = 0.03
@@ -59,10 +72,14 @@ def stdlib_root() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
-def resolve_root(spec: str) -> tuple[Path, dict[str, str]]:
+def resolve_root(spec: str, cache_dir: str = "runs/corpus-cache") -> tuple[Path, dict[str, str]]:
     """(directory, source record with name and license) for one ``roots`` entry."""
     if spec == "stdlib":
         return stdlib_root(), _stdlib_source()
+    if spec.startswith("pypi:"):
+        from distill_code.corpus_fetch import fetched_root
+
+        return fetched_root(spec[5:], Path(cache_dir))
     if spec.startswith("pkg:"):
         import importlib.metadata
         import importlib.util
@@ -92,12 +109,20 @@ def _label(root: Path) -> str:
     return root.name
 
 
+def _skip_dirs(cfg: CorpusConfig) -> frozenset[str]:
+    return (_SKIP_DIRS - _TEST_DIRS) if cfg.include_tests else _SKIP_DIRS
+
+
 def _skip_reason(rel: Path, text: str, cfg: CorpusConfig) -> str | None:
     parts = set(rel.parts[:-1])
-    if parts & _SKIP_DIRS:
-        return "test/fixture/vendored directory"
+    if parts & _VENDORED_DIRS:
+        return "vendored directory"
+    if {p.lower() for p in rel.parts} & HELDOUT_PACKAGES or rel.stem.lower() in HELDOUT_PACKAGES:
+        return "held-out evaluation package"
+    if parts & _skip_dirs(cfg):
+        return "test/fixture directory"
     name = rel.name
-    if name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py":
+    if not cfg.include_tests and (name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py"):
         return "test file"
     size = len(text.encode("utf-8"))
     if size > cfg.max_file_bytes:
@@ -109,6 +134,12 @@ def _skip_reason(rel: Path, text: str, cfg: CorpusConfig) -> str | None:
     # Codec tables and similar: mostly string literals of escapes, few identifiers.
     if text.count("\\x") + text.count("\\u") > size / 40:
         return "data table"
+    lines = text.splitlines() or [""]
+    if max(map(len, lines)) > 2000 or size / len(lines) > 120:
+        return "minified or data (long lines)"
+    digits = sum(ch.isdigit() for ch in text)
+    if digits > 0.25 * (size - text.count(" ") - text.count("\n") + 1):
+        return "data table (mostly numbers)"
     return None
 
 
@@ -117,22 +148,23 @@ def _split_for(digest: str, fraction: float) -> str:
     return "validation" if int(digest[:8], 16) / 0xFFFFFFFF < fraction else "train"
 
 
-def _python_files(root: Path) -> list[Path]:
+def _python_files(root: Path, skip: frozenset[str] = _SKIP_DIRS) -> list[Path]:
     # Prune skipped directories while walking: the stdlib root also holds site-packages (thousands of files).
     out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+        dirnames[:] = sorted(d for d in dirnames if d not in skip and d not in _VENDORED_DIRS
+                             and not d.endswith(".dist-info"))
         out.extend(Path(dirpath) / f for f in filenames if f.endswith(".py"))
     return sorted(out)
 
 
 def corpus_sources(cfg: CorpusConfig) -> list[dict[str, str]]:
-    return [resolve_root(r)[1] for r in (cfg.roots or ["stdlib"])]
+    return [resolve_root(r, cfg.cache_dir)[1] for r in (cfg.roots or ["stdlib"])]
 
 
 def collect_corpus(cfg: CorpusConfig) -> tuple[list[CorpusFile], dict[str, str]]:
     """Collect, filter, deduplicate and split source files; return (entries, text by path)."""
-    roots = [resolve_root(r)[0] for r in (cfg.roots or ["stdlib"])]
+    roots = [resolve_root(r, cfg.cache_dir)[0] for r in (cfg.roots or ["stdlib"])]
     entries: list[CorpusFile] = []
     texts: dict[str, str] = {}
     seen: set[str] = set()
@@ -141,7 +173,7 @@ def collect_corpus(cfg: CorpusConfig) -> tuple[list[CorpusFile], dict[str, str]]
         if not root.is_dir():
             raise CorpusError(f"corpus root {str(root)!r} is not a directory; fix 'roots' in the recipe")
         label = _label(root)
-        for p in _python_files(root):
+        for p in _python_files(root, _skip_dirs(cfg)):
             rel = p.relative_to(root)
             try:
                 text = p.read_text(encoding="utf-8")
@@ -160,6 +192,14 @@ def collect_corpus(cfg: CorpusConfig) -> tuple[list[CorpusFile], dict[str, str]]
             key = f"{label}/{rel.as_posix()}"
             entries.append(CorpusFile(key, digest, len(text.encode("utf-8")), _split_for(digest, cfg.validation_fraction)))
             texts[key] = text
+    if cfg.near_duplicates:
+        from distill_code.near_dup import near_duplicate_keys
+
+        drop = near_duplicate_keys([(e.path, texts[e.path]) for e in entries])
+        if drop:
+            skipped["near-duplicate"] = len(drop)
+            entries = [e for e in entries if e.path not in drop]
+            texts = {e.path: texts[e.path] for e in entries}
     if cfg.max_files and len(entries) > cfg.max_files:
         # Deterministic subsample that keeps some validation files.
         step = len(entries) / cfg.max_files

@@ -72,6 +72,15 @@ class Recipe:
     ship_dir: str = ""  # where the fp16 models + cards go ("" = <out_dir>/ship)
     vocab_size: int = 8192
     tokenizer_max_bytes: int = 0  # 0: train the tokenizer on the whole train split
+    # A tokenizer directory (relative to the project root or absolute) to reuse instead of training one:
+    # keeps a new model's ids compatible with the shipped ones (repository memory, fitted mixture weights).
+    tokenizer: str = ""
+    # "text": tokenise each epoch from the corpus text (small corpora); "tokens": tokenise once into a cached
+    # uint16 array and apply FIM to token ids (corpora of tens of millions of tokens).
+    data: str = "text"
+    # Where each checkpoint's bf16 weights and training state are also written (a directory under version
+    # control, so a run survives the machine); "" = only the full checkpoint in out_dir.
+    commit_dir: str = ""
     fim_rate: float = 0.5
     spm_rate: float = 0.5
     threads: int = 0  # 0: leave torch's default
@@ -122,12 +131,17 @@ def causal_lm_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------- training
 
-def _lr(cfg: StageConfig, step: int, progress: float) -> float:
+def _lr(cfg: StageConfig, step: int, progress: float, rewarm_from: int | None = None) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     # Cosine on progress (tokens or wall clock, whichever budget binds), so a time-capped run still anneals.
     p = min(1.0, progress)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+    lr = cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+    if rewarm_from is not None and step - rewarm_from < cfg.warmup_steps:
+        # Resumed from committed weights without optimizer state: Adam's moments start from zero again,
+        # so the step size ramps up as at the start instead of jumping to the scheduled rate.
+        lr *= (step - rewarm_from + 1) / cfg.warmup_steps
+    return lr
 
 
 def _optimizer(model: torch.nn.Module, cfg: StageConfig) -> torch.optim.Optimizer:
@@ -180,22 +194,106 @@ def plot_curves(history: dict[str, list[dict[str, float]]], path: Path, title: s
     plt.close(fig)
 
 
-def train_stage(model: torch.nn.Module, cfg: StageConfig, train: PackedBlocks, val_blocks: torch.Tensor,
-                stage_dir: Path, resume: bool, teacher: torch.nn.Module | None = None) -> dict[str, Any]:
-    """Train ``model`` (CE, or KD from ``teacher`` when given) until its budget is spent; return a summary."""
+class _StopSignal:
+    """SIGTERM/SIGINT while training: finish the step, checkpoint, return (instead of dying mid-save)."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignal:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        log.warning("signal %d: stopping after this step and checkpointing", signum)
+        self.raised = True
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def export_committed(model: torch.nn.Module, state: dict[str, Any], history: dict[str, Any],
+                     commit_dir: Path) -> None:
+    """Write the bf16 weights, config and training state that go under version control (no optimizer)."""
+    from safetensors.torch import save_file
+
+    commit_dir.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()
+               if not k.endswith("lm_head.weight") or not getattr(model.config, "tie_word_embeddings", False)}
+    tmp = commit_dir / "model.safetensors.tmp"
+    save_file(weights, str(tmp), metadata={"step": str(state["step"]), "tokens": str(state["tokens"])})
+    os.replace(tmp, commit_dir / "model.safetensors")
+    config: Any = model.config
+    config.to_json_file(str(commit_dir / "config.json"))
+    rng = torch.get_rng_state()
+    (commit_dir / "state.json").write_text(json.dumps(
+        {"state": state, "history": history, "torch_rng_sha256": _sha(rng)}, indent=0) + "\n")
+
+
+def _sha(t: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha256(t.numpy().tobytes()).hexdigest()[:16]
+
+
+def _load_committed(model: torch.nn.Module, commit_dir: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    from safetensors.torch import load_file
+
+    path = commit_dir / "model.safetensors"
+    state_path = commit_dir / "state.json"
+    if not path.exists() or not state_path.exists():
+        return None
+    weights = {k: v.float() for k, v in load_file(str(path)).items()}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or [k for k in missing if not k.endswith("lm_head.weight")]:
+        raise RecipeError(f"committed checkpoint {path} does not match the recipe's shape "
+                          f"(missing {missing[:3]}, unexpected {unexpected[:3]}); fix the shape or remove it")
+    if getattr(model.config, "tie_word_embeddings", False):
+        tie: Any = model.tie_weights
+        tie()
+    data = json.loads(state_path.read_text())
+    return data["state"], data["history"]
+
+
+def train_stage(model: torch.nn.Module, cfg: StageConfig, train: Any, val_blocks: torch.Tensor,
+                stage_dir: Path, resume: bool, teacher: torch.nn.Module | None = None,
+                stop_after_minutes: float = 0.0, commit_dir: Path | None = None) -> dict[str, Any]:
+    """Train ``model`` (CE, or KD from ``teacher`` when given) until its budget is spent; return a summary.
+
+    ``stop_after_minutes`` ends this invocation early (checkpointed, schedule untouched: resume continues
+    it); so do SIGTERM and SIGINT. ``commit_dir`` also receives bf16 weights and the state at every
+    checkpoint; resuming falls back to it (optimizer re-warmed) when ``stage_dir`` has no checkpoint."""
     stage_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = stage_dir / "ckpt.pt"
     device = next(model.parameters()).device
     opt = _optimizer(model, cfg)
     state: dict[str, Any] = {"step": 0, "tokens": 0, "epoch": 0, "batch": 0, "elapsed": 0.0}
     history: dict[str, list[dict[str, float]]] = {"train": [], "val": []}
+    committed = None
     if resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"])
         model.to(device)
         opt.load_state_dict(ck["optimizer"])
         state, history = ck["state"], ck["history"]
+        if "torch_rng" in ck:
+            torch.set_rng_state(ck["torch_rng"])
         log.info("resumed %s at step %d (%d tokens)", stage_dir.name, state["step"], state["tokens"])
+    elif resume and commit_dir is not None and (committed := _load_committed(model, commit_dir)) is not None:
+        state, history = committed
+        model.to(device)
+        state["rewarm_from"] = state["step"]
+        log.info("resumed %s from committed bf16 weights at step %d (%d tokens); optimizer re-warmed",
+                 stage_dir.name, state["step"], state["tokens"])
     elif ckpt_path.exists():
         log.warning("%s exists; starting over (pass --resume to continue it)", ckpt_path)
     if teacher is not None:
@@ -211,7 +309,9 @@ def train_stage(model: torch.nn.Module, cfg: StageConfig, train: PackedBlocks, v
 
     def checkpoint() -> None:
         _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
-                      "history": history}, ckpt_path)
+                      "history": history, "torch_rng": torch.get_rng_state()}, ckpt_path)
+        if commit_dir is not None:
+            export_committed(model, state, history, commit_dir)
         (stage_dir / "loss.json").write_text(json.dumps(history))
         plot_curves(history, stage_dir / "loss.png", f"{stage_dir.name}: {count_parameters(model) / 1e6:.1f}M params")
 
@@ -224,10 +324,13 @@ def train_stage(model: torch.nn.Module, cfg: StageConfig, train: PackedBlocks, v
     last_ckpt = time.monotonic()
     smooth: float | None = None
     done = progress() >= 1.0
-    while not done:
+    stopped = False
+    stop = _StopSignal()
+    stop.__enter__()
+    while not done and not stopped:
         for b, ids in train.batches(state["epoch"], state["batch"]):
             ids = ids.to(device)
-            lr = _lr(cfg, state["step"], progress())
+            lr = _lr(cfg, state["step"], progress(), state.get("rewarm_from"))
             for g in opt.param_groups:
                 g["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -259,14 +362,22 @@ def train_stage(model: torch.nn.Module, cfg: StageConfig, train: PackedBlocks, v
                 vl = validation_loss(model, val_blocks, cfg.bf16)
                 history["val"].append({"step": state["step"], "tokens": state["tokens"], "loss": vl})
                 log.info("%s step %d val loss %.4f", stage_dir.name, state["step"], vl)
-            if done or time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
+            stopped = stop.raised or (stop_after_minutes > 0
+                                      and time.monotonic() - t_session > stop_after_minutes * 60)
+            if done or stopped or time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
                 checkpoint()
                 last_ckpt = time.monotonic()
-            if done:
+            if done or stopped:
                 break
         else:
             state["epoch"] += 1
             state["batch"] = 0
+    stop.__exit__()
+    if stopped and not done:
+        log.info("%s stopped at step %d (%d tokens); resume to continue", stage_dir.name, state["step"],
+                 state["tokens"])
+        return {"parameters": count_parameters(model), "tokens_seen": state["tokens"], "steps": state["step"],
+                "stopped": True, "validation_loss": history["val"][-1]["loss"]}
     if not history["val"] or history["val"][-1]["step"] != state["step"]:
         history["val"].append({"step": state["step"], "tokens": state["tokens"],
                                "loss": validation_loss(model, val_blocks, cfg.bf16)})
@@ -279,8 +390,9 @@ def train_stage(model: torch.nn.Module, cfg: StageConfig, train: PackedBlocks, v
 
 # ---------------------------------------------------------------------------------------------- the recipe
 
-def prepare_data(recipe: Recipe, resume: bool) -> tuple[Any, list[str], list[str]]:
-    """Build the corpus manifest and the tokenizer (reused on resume); return (tokenizer, train, validation)."""
+def prepare_data(recipe: Recipe, resume: bool) -> tuple[Any, Any, list[str]]:
+    """Build the corpus manifest and the tokenizer (reused on resume); return (tokenizer, train, validation
+    texts). ``train`` is the train texts, or the whole ``TokenCorpus`` when the recipe's data is "tokens"."""
     from transformers import AutoTokenizer
 
     out = Path(recipe.out_dir)
@@ -288,7 +400,15 @@ def prepare_data(recipe: Recipe, resume: bool) -> tuple[Any, list[str], list[str
     entries, texts = collect_corpus(recipe.corpus)
     train_texts = split_texts(entries, texts, "train")
     val_texts = split_texts(entries, texts, "validation")
-    if resume and (tok_dir / "tokenizer.json").exists():
+    if recipe.tokenizer:
+        src = Path(recipe.tokenizer)
+        if not src.is_absolute():
+            src = Path(__file__).resolve().parent.parent / src
+        if not (src / "tokenizer.json").is_file():
+            raise RecipeError(f"recipe's tokenizer {recipe.tokenizer!r} has no tokenizer.json; fix 'tokenizer'")
+        tok = AutoTokenizer.from_pretrained(str(src))
+        tok.save_pretrained(str(tok_dir))
+    elif resume and (tok_dir / "tokenizer.json").exists():
         tok = AutoTokenizer.from_pretrained(str(tok_dir))
     else:
         sample = train_texts
@@ -300,22 +420,35 @@ def prepare_data(recipe: Recipe, resume: bool) -> tuple[Any, list[str], list[str
                 if size >= recipe.tokenizer_max_bytes:
                     break
         tok = train_bpe_tokenizer(sample, vocab_size=recipe.vocab_size, out_dir=tok_dir)
+    if recipe.data == "tokens":
+        import hashlib
+
+        from distill_code.token_data import TokenCorpus
+
+        digest = hashlib.sha256("".join(e.sha256 for e in entries).encode()).hexdigest()
+        corpus = TokenCorpus.build(entries, texts, tok, out / "tokens", digest)
+        write_manifest(entries, out / "corpus_manifest.json", corpus_sources(recipe.corpus))
+        return tok, corpus, val_texts
     count_tokens(entries, texts, tok)
     write_manifest(entries, out / "corpus_manifest.json", corpus_sources(recipe.corpus))
     return tok, train_texts, val_texts
 
 
 def run_recipe(recipe: Recipe, resume: bool = False, stages: tuple[str, ...] = ("teacher", "student", "ship"),
-               ) -> dict[str, Any]:
-    """Run the recipe's stages; each writes under ``recipe.out_dir``. Returns the summary per stage."""
+               stop_after_minutes: float = 0.0) -> dict[str, Any]:
+    """Run the recipe's stages; each writes under ``recipe.out_dir``. Returns the summary per stage.
+
+    ``stop_after_minutes`` (> 0) ends this invocation after that long, checkpointed; a stage stopped early
+    is reported with ``"stopped": true`` and later stages wait for a resumed run."""
     threads = torch.get_num_threads()
     try:
-        return _run_stages(recipe, resume, stages)
+        return _run_stages(recipe, resume, stages, stop_after_minutes)
     finally:
         torch.set_num_threads(threads)  # the recipe's thread count is not left behind in the caller
 
 
-def _run_stages(recipe: Recipe, resume: bool, stages: tuple[str, ...]) -> dict[str, Any]:
+def _run_stages(recipe: Recipe, resume: bool, stages: tuple[str, ...], stop_after_minutes: float = 0.0,
+                ) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM
 
     if recipe.threads:
@@ -327,11 +460,20 @@ def _run_stages(recipe: Recipe, resume: bool, stages: tuple[str, ...]) -> dict[s
         raise RecipeError(f"recipe asks for device {device!r} but no CUDA GPU is visible; set device = \"cpu\"")
     out = Path(recipe.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    t_start = time.monotonic()
     tok, train_texts, val_texts = prepare_data(recipe, resume)
     summary_path = out / "summary.json"
     summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
 
-    def data_for(cfg: StageConfig) -> tuple[PackedBlocks, torch.Tensor]:
+    def data_for(cfg: StageConfig) -> tuple[Any, torch.Tensor]:
+        if recipe.data == "tokens":
+            from distill_code.token_data import TokenBlocks
+
+            blocks = TokenBlocks(train_texts, "train", tok, cfg.seq_len, cfg.batch_size, recipe.fim_rate,
+                                 recipe.spm_rate, cfg.seed)
+            held = TokenBlocks(train_texts, "validation", tok, cfg.seq_len, cfg.batch_size, recipe.fim_rate,
+                               recipe.spm_rate, seed=12345).fixed_blocks(cfg.eval_blocks)
+            return blocks, held
         train = PackedBlocks(train_texts, tok, cfg.seq_len, cfg.batch_size, recipe.fim_rate, recipe.spm_rate,
                              cfg.seed)
         val = PackedBlocks(val_texts, tok, cfg.seq_len, cfg.batch_size, recipe.fim_rate, recipe.spm_rate,
@@ -351,7 +493,17 @@ def _run_stages(recipe: Recipe, resume: bool, stages: tuple[str, ...]) -> dict[s
             teacher.to(device)
         train, val = data_for(cfg)
         log.info("%s: %.2fM params, %d train chunks", role, count_parameters(model) / 1e6, len(train.chunks))
-        result = train_stage(model, cfg, train, val, out / role, resume, teacher=teacher)
+        t0 = time.monotonic()
+        left = stop_after_minutes - (time.monotonic() - t_start) / 60 if stop_after_minutes > 0 else 0.0
+        if stop_after_minutes > 0 and left <= 0:
+            summary[role] = {"stopped": True}
+            return summary
+        result = train_stage(model, cfg, train, val, out / role, resume, teacher=teacher,
+                             stop_after_minutes=max(0.0, left - (time.monotonic() - t0) / 60),
+                             commit_dir=Path(recipe.commit_dir) / role if recipe.commit_dir else None)
+        if result.get("stopped"):
+            summary[role] = result
+            return summary
         model.save_pretrained(str(out / role / "final"))
         tok.save_pretrained(str(out / role / "final"))
         # What the server needs to prompt it as trained (FIM layout, context length); the ship stage

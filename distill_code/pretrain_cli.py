@@ -23,7 +23,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"error: unknown stage(s) {bad}; use a comma-separated subset of teacher,student,ship",
                   file=sys.stderr)
             return 2
-        summary = run_recipe(recipe, resume=args.resume, stages=stages)
+        summary = run_recipe(recipe, resume=args.resume, stages=stages, stop_after_minutes=args.for_minutes)
     except (RecipeError, CorpusError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in the recipe's out_dir")
     p.add_argument("--stages", default="teacher,student,ship",
                    help="comma-separated subset of teacher,student,ship (default: all)")
+    p.add_argument("--for-minutes", type=float, default=0.0,
+                   help="stop this run after about this many minutes, checkpointed (the schedule is unchanged: "
+                        "--resume continues it); SIGTERM does the same at once")
     p.add_argument("--out-dir", default="", help="override the recipe's out_dir (checkpoints, curves)")
     p.add_argument("--ship-dir", default="", help="override where the fp16 models and model cards are written")
     p.set_defaults(func=_run)
