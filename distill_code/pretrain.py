@@ -266,11 +266,12 @@ def _load_committed(model: torch.nn.Module, commit_dir: Path) -> tuple[dict[str,
 
 def train_stage(model: torch.nn.Module, cfg: StageConfig, train: Any, val_blocks: torch.Tensor,
                 stage_dir: Path, resume: bool, teacher: torch.nn.Module | None = None,
-                stop_after_minutes: float = 0.0, commit_dir: Path | None = None) -> dict[str, Any]:
+                stop_after_minutes: float = 0.0, commit_dir: Path | None = None,
+                stop_after_steps: int = 0) -> dict[str, Any]:
     """Train ``model`` (CE, or KD from ``teacher`` when given) until its budget is spent; return a summary.
 
-    ``stop_after_minutes`` ends this invocation early (checkpointed, schedule untouched: resume continues
-    it); so do SIGTERM and SIGINT. ``commit_dir`` also receives bf16 weights and the state at every
+    ``stop_after_minutes`` (or ``stop_after_steps`` of this invocation) ends it early (checkpointed,
+    schedule untouched: resume continues it); so do SIGTERM and SIGINT. ``commit_dir`` also receives bf16 weights and the state at every
     checkpoint; resuming falls back to it (optimizer re-warmed) when ``stage_dir`` has no checkpoint."""
     stage_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = stage_dir / "ckpt.pt"
@@ -321,6 +322,7 @@ def train_stage(model: torch.nn.Module, cfg: StageConfig, train: Any, val_blocks
     model.train()
     t_session = time.monotonic()
     elapsed0 = state["elapsed"]
+    step0 = state["step"]
     last_ckpt = time.monotonic()
     smooth: float | None = None
     done = progress() >= 1.0
@@ -362,8 +364,9 @@ def train_stage(model: torch.nn.Module, cfg: StageConfig, train: Any, val_blocks
                 vl = validation_loss(model, val_blocks, cfg.bf16)
                 history["val"].append({"step": state["step"], "tokens": state["tokens"], "loss": vl})
                 log.info("%s step %d val loss %.4f", stage_dir.name, state["step"], vl)
-            stopped = stop.raised or (stop_after_minutes > 0
-                                      and time.monotonic() - t_session > stop_after_minutes * 60)
+            stopped = (stop.raised or (stop_after_minutes > 0
+                                       and time.monotonic() - t_session > stop_after_minutes * 60)
+                       or (stop_after_steps > 0 and state["step"] - step0 >= stop_after_steps))
             if done or stopped or time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
                 checkpoint()
                 last_ckpt = time.monotonic()

@@ -40,20 +40,22 @@ class JsRule:
     confidence: str
     cwe: int
     message: str
-    refine: Callable[[re.Match[str], str], tuple[str, str] | None] | None = None
+    # (match, scanned code, the rest of the document) -> ranks, or None to drop the match.
+    refine: Callable[[re.Match[str], str, str], tuple[str, str] | None] | None = None
 
 
-def _exec_rank(m: re.Match[str], text: str) -> tuple[str, str] | None:
+def _exec_rank(m: re.Match[str], text: str, context: str = "") -> tuple[str, str] | None:
     """A shell command from a literal is low risk; one built from data is command injection."""
-    if m.group("obj") is None and "child_process" not in text:
+    if m.group("obj") is None and "child_process" not in text and "child_process" not in context:
         return None  # `exec(` here is not child_process (RegExp.exec, a local helper)
     arg = text[m.end():m.end() + 200].lstrip()
     literal = re.match(r"""(['"])[^'"\n]*\1\s*[,)]""", arg) or re.match(r"`[^`$]*`\s*[,)]", arg)
     return ("LOW", "HIGH") if literal else ("HIGH", "HIGH")
 
 
-def _needs_spawn(m: re.Match[str], text: str) -> tuple[str, str] | None:
-    return ("HIGH", "MEDIUM") if re.search(r"\b(?:spawn|spawnSync|execFile|execFileSync|fork)\s*\(", text) else None
+def _needs_spawn(m: re.Match[str], text: str, context: str = "") -> tuple[str, str] | None:
+    pattern = r"\b(?:spawn|spawnSync|execFile|execFileSync|fork)\s*\("
+    return ("HIGH", "MEDIUM") if re.search(pattern, text) or re.search(pattern, context) else None
 
 
 _SQL = r"(?:SELECT\s[^;]*?\sFROM|INSERT\s+INTO|UPDATE\s+\S+\s+SET|DELETE\s+FROM)\b"
@@ -116,15 +118,16 @@ class JsHit:
     confidence: str
 
 
-def scan(text: str) -> list[JsHit]:
-    """Every rule match in ``text`` (comments ignored)."""
+def scan(text: str, context: str = "") -> list[JsHit]:
+    """Every rule match in ``text`` (comments ignored); ``context`` (the rest of the document: its
+    ``require``/``import`` lines) tells rules like JS007 what a name refers to."""
     code = blank_comments(text)
     hits = []
     for rule in RULES:
         for m in rule.pattern.finditer(code):
             ranks: tuple[str, str] | None = (rule.severity, rule.confidence)
             if rule.refine is not None:
-                ranks = rule.refine(m, code)
+                ranks = rule.refine(m, code, context)
             if ranks is None:
                 continue
             hits.append(JsHit(rule, m.start(), m.end(), ranks[0], ranks[1]))

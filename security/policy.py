@@ -2,9 +2,12 @@
 
 A finding blocks when its severity and confidence both reach the block thresholds, annotates
 when they reach the annotate thresholds, and is allowed otherwise; per-test overrides come
-first. Defaults: block HIGH severity at MEDIUM confidence or more (shell injection, disabled TLS,
-hard-coded provider tokens); annotate anything from LOW severity at MEDIUM confidence; never act
-on ``assert`` (B101), which is ordinary code in a suggestion.
+first. Defaults (the table with a reason per row is in docs/SECURITY_POLICY.md): block HIGH
+severity at MEDIUM confidence or more (shell injection, disabled TLS, hard-coded provider tokens);
+annotate anything from LOW severity at MEDIUM confidence; annotate the injection, code-execution,
+deserialization, markup and password classes and requests without a timeout whatever Bandit's
+confidence (Bandit rates SQL built by formatting LOW); never act on ``assert`` (B101), ``import
+subprocess`` (B404) or subprocess without a shell (B603): ordinary code, and the safe form.
 """
 
 from __future__ import annotations
@@ -13,6 +16,20 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 RANKS = ("LOW", "MEDIUM", "HIGH")
+
+# Annotated whatever Bandit's confidence: a suggestion in one of these classes is worth a look even when
+# Bandit is unsure (string-built SQL is LOW confidence, any call with shell=True is LOW).
+DEFAULT_ANNOTATE_TESTS = (
+    "B102", "B307",                          # code execution: exec, eval
+    "B602", "B604", "B605", "B606", "B607", "B609",  # shell / process injection
+    "B608", "B610", "B611",                  # SQL injection (string-built SQL, Django extra/RawSQL)
+    "B301", "B302", "B506", "B614",          # deserialization: pickle, marshal, yaml.load, torch.load
+    "B308", "B701", "B702", "B703", "B704",  # markup injection (XSS)
+    "B105", "B106", "B107",                  # hard-coded passwords
+    "B113",                                  # requests without a timeout (hangs forever)
+    "B201",                                  # Flask debug mode (remote code execution)
+)
+DEFAULT_IGNORE_TESTS = ("B101", "B404", "B603")
 ACTIONS = ("allow", "annotate", "block")
 
 
@@ -38,9 +55,9 @@ class Policy:
     block_confidence: str = "MEDIUM"
     annotate_severity: str = "LOW"
     annotate_confidence: str = "MEDIUM"
-    ignore_tests: tuple[str, ...] = ("B101",)
+    ignore_tests: tuple[str, ...] = DEFAULT_IGNORE_TESTS
     block_tests: tuple[str, ...] = ()
-    annotate_tests: tuple[str, ...] = ()
+    annotate_tests: tuple[str, ...] = DEFAULT_ANNOTATE_TESTS
     # A suggestion may not waive its own findings with `# nosec`; a waiver already in the file counts.
     honor_nosec_in_suggestion: bool = False
     # Check suggestions for hard-coded secrets (detect-secrets) in every language.

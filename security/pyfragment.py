@@ -40,7 +40,10 @@ _CLOSER = {"(": ")", "[": "]", "{": "}"}
 _DANGLING_OPERATOR = re.compile(
     r"(?:[-+*/%@&|^~<>=!]=?|\*\*|//|<<|>>|->|:=|\.|\b(?:and|or|not|in|is|if|else|await|lambda|yield|as)\b)\s*$"
 )
-_NEEDS_OPERAND_EVEN_AT_END = re.compile(r"(?:[-+*/%@&|^~<>=!]=?|\*\*|//|<<|>>|->|:=|\.|\b(?:and|or|not|in|is|await|lambda)\b)\s*$")
+_NEEDS_OPERAND_EVEN_AT_END = re.compile(r"(?:[-+*/%@&|^~<>=!]=?|\*\*|//|<<|>>|->|:=|\.|\b(?:and|or|not|in|is|await|lambda|as)\b)\s*$")
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+# A comprehension cut inside its `for` clause: `(f(x) for` or `(f(x) for x`.
+_OPEN_FOR = re.compile(r"\bfor(?:\s+[\w, ]*)?$")
 _WORD = re.compile(r"[A-Za-z_]\w*|@|\S")
 _LEADING_WORD = re.compile(r"\s*(async\s+def|[A-Za-z_]\w*|@|\S)")
 _CLAUSE_WORDS = frozenset({"else", "elif", "except", "finally", "case"})
@@ -148,6 +151,8 @@ def repair_suffix(text: str) -> str:
         out += " _"  # a backslash continuation with nothing after it
     elif state.brackets and (tail.endswith(":") or _DANGLING_OPERATOR.search(tail)):
         out += " _"  # `call(x, shell=`, `{"k":`, `a +` inside brackets
+    elif state.brackets and tail == "(" and not out:
+        out += "_"  # `os.system(`: a call about to get its arguments (checks that read args[0] need one)
     elif not state.brackets and not state.open_quote and _NEEDS_OPERAND_EVEN_AT_END.search(tail):
         out += " _"
     out += "".join(_CLOSER[b] for b in reversed(state.brackets))
@@ -155,7 +160,8 @@ def repair_suffix(text: str) -> str:
     # far decide the rest (no second pass over a long scope).
     logical = state.logical
     if not out and logical and logical[-1][3]:
-        out += "\n" + _body_indent(logical[-1][0]) + "pass"
+        # `...`, not `pass`: an `except X:` cut before its body must not look like `except X: pass` (B110).
+        out += "\n" + _body_indent(logical[-1][0]) + "..."
     out += "".join(
         f"\n{indent}finally:\n{_body_indent(indent)}pass" for indent in _unhandled_try_indents(logical)
     )
@@ -218,7 +224,56 @@ def repair_tree(text: str) -> tuple[str, SyntaxError | None, ast.Module | None]:
         tree2, err2 = parse_tree(fixed2)
         if tree2 is not None:
             return fixed2, None, tree2
+    if err is not None and _OPEN_FOR.search(text.rstrip()):
+        stem = text.rstrip()
+        for tail in (" in _", " _ in _"):
+            fixed4 = stem + tail + repair_suffix(stem + tail)
+            tree4, _err4 = parse_tree(fixed4)
+            if tree4 is not None:
+                return fixed4, None, tree4
+    if err is not None:
+        # `f(cmd, shell=True, text` closed as `text)` is a positional argument after a keyword one. A bare
+        # name is a keyword being typed (`text=_`, which keeps the cut as written); anything else drops
+        # the unfinished last argument, keeping the call and every argument before it.
+        trimmed = trim_partial_argument(text)
+        if trimmed != text and _IDENTIFIER.fullmatch(text[len(trimmed):].strip()):
+            fixed5 = text + "=_" + repair_suffix(text + "=_")
+            tree5, _err5 = parse_tree(fixed5)
+            if tree5 is not None:
+                return fixed5, None, tree5
+        if trimmed != text:
+            fixed3 = trimmed + repair_suffix(trimmed)
+            tree3, err3 = parse_tree(fixed3)
+            if tree3 is not None:
+                return fixed3, None, tree3
     return fixed, err, tree
+
+
+def trim_partial_argument(text: str) -> str:
+    """``text`` cut back to just after the last comma (or the opening bracket) of its innermost open
+    bracket; ``text`` itself when no bracket is open."""
+    stack: list[int] = []  # for each open bracket: where its current item starts
+    pos, n = 0, len(text)
+    while pos < n:
+        m = _TOKEN.match(text, pos)
+        if m is None:  # pragma: no cover - the pattern accepts every character
+            pos += 1
+            continue
+        kind, end = m.lastgroup, m.end()
+        if kind == "quote":
+            body = _STRING_BODY[m.group()].match(text, end)
+            if body is None:
+                break
+            end = body.end()
+        elif kind == "open":
+            stack.append(end)
+        elif kind == "close":
+            if stack:
+                stack.pop()
+        elif kind == "other" and stack and "," in m.group():
+            stack[-1] = pos + m.group().rindex(",") + 1
+        pos = end
+    return text[:stack[-1]] if stack else text
 
 
 @dataclass
@@ -229,6 +284,7 @@ class Segment:
     line_map: list[int | None]
     kind: str  # "skeleton", "scope", "scope-repaired" or "statement-repaired"
     tree: ast.Module | None = None  # set once the segment has parsed
+    repaired: bool = False  # text was added (closers, placeholders, bodies) or an unfinished argument dropped
 
 
 def _indent_of(line: str) -> int:
@@ -520,7 +576,8 @@ def parseable_segment(lines: list[str], first: int, last: int, imports: list[str
             fixed, err, tree = repair_tree(seg.text.rstrip("\n"))
             if tree is not None:
                 extra = fixed.count("\n") + 1 - len(seg.line_map)
-                return Segment(fixed + "\n", seg.line_map + [None] * max(0, extra), seg.kind, tree), ""
+                return Segment(fixed + "\n", seg.line_map + [None] * max(0, extra), seg.kind, tree,
+                               repaired=fixed != seg.text.rstrip("\n")), ""
         assert err is not None
         error = f"{err.msg} (line {err.lineno})" if err.lineno else str(err.msg)
     return None, error

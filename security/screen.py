@@ -10,6 +10,7 @@ inserted text count. Code that cannot be parsed is reported as "unscreened", nev
 
 from __future__ import annotations
 
+import ast
 import logging
 import re
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,17 @@ _SCREENED = {
 }
 _DEFAULT_POLICY = Policy()
 _PASSWORD_TESTS = frozenset({"B105", "B106", "B107"})
+# Checks that fire on what a call lacks (a keyword that makes it safe). On a call the suggestion leaves
+# open, the missing keyword may still come: those findings wait for the call to be closed.
+_ABSENCE_TESTS = {
+    "B113": ("timeout",),         # requests without a timeout
+    "B701": ("autoescape",),      # jinja2 Environment without autoescape
+    "B506": ("Loader",),          # yaml.load without a safe loader
+    "B202": ("members", "filter"),  # tarfile extractall without a member filter
+    "B614": ("weights_only",),    # torch.load without weights_only
+    "B615": ("revision",),        # from_pretrained without a pinned revision
+    "B504": ("ssl_version",),     # ssl.wrap_socket without a protocol version
+}
 _QUOTED_VALUE = re.compile(r":\s*(['\"]).*\1\s*$", re.S)
 
 
@@ -128,7 +140,8 @@ def _imports_before(head: str) -> tuple[str, ...]:
 
 
 def _python_findings(lines: list[str], inserted: tuple[int, int, int, int], policy: Policy,
-                     max_scope_lines: int | None, repair: bool) -> tuple[list[Finding], str | None, str]:
+                     max_scope_lines: int | None, repair: bool, interactive: bool = True,
+                     ) -> tuple[list[Finding], str | None, str]:
     i0, _, i1, _ = inserted
     scope = pyfragment.choose_scope(lines, i0, i1)
     # Imports above the scope (cached), then local imports inside it above the suggestion, which
@@ -165,10 +178,101 @@ def _python_findings(lines: list[str], inserted: tuple[int, int, int, int], poli
         end_doc = segment.line_map[issue.end_line - 1] if issue.end_line - 1 < len(segment.line_map) else None
         end = (end_doc, issue.end_col) if end_doc is not None else (inserted[2], inserted[3])
         span = (start_doc, issue.col, end[0], end[1])
-        if _overlaps(span, inserted):
-            findings.append(Finding(issue.test_id, issue.severity, issue.confidence, span[0], span[1], span[2],
-                                    span[3], _redacted(issue.test_id, issue.text), issue.cwe, "bandit"))
+        if not _overlaps(span, inserted):
+            continue
+        if interactive and issue.test_id in _ABSENCE_TESTS and segment.repaired:
+            # Left open by the suggestion: the call's brackets are still open at the end of its last line.
+            call_text = "\n".join(lines[span[0]:i1 + 1])[span[1]:]
+            left_open = bool(pyfragment.lex(call_text).brackets)
+            if left_open and not _has_keyword(seg_lines, segment.line_map, i1, _ABSENCE_TESTS[issue.test_id]):
+                continue  # an open call: its safe keyword may be the next thing typed
+        findings.append(Finding(issue.test_id, issue.severity, issue.confidence, span[0], span[1], span[2],
+                                span[3], _redacted(issue.test_id, issue.text), issue.cwe, "bandit"))
+    if segment.tree is not None:
+        findings += _password_findings(segment, inserted, {(f.line, f.test_id) for f in findings})
     return findings, None, segment.kind
+
+
+def _has_keyword(seg_lines: list[str], line_map: list[int | None], doc_line: int, names: tuple[str, ...]) -> bool:
+    """Whether the segment's copy of ``doc_line`` passes one of ``names`` a real value (not the repair's ``_``)."""
+    for row, mapped in enumerate(line_map):
+        if mapped == doc_line and row < len(seg_lines):
+            if any(re.search(rf"\b{n}\s*=\s*(?!_\b)[^\s,)]", seg_lines[row]) for n in names):
+                return True
+    return False
+
+
+# Names that hold a password or secret (Bandit's own candidates: password, pass, passwd, pwd, secret, token).
+_SECRET_NAME = re.compile(r"pas+wo?r?d|pass(phrase)?$|^pass_|pwd|token|secrete?", re.IGNORECASE)
+_MIN_LITERAL = 3  # characters of literal text an f-string needs to count as hard-coded
+
+
+def _literal_part(node: ast.AST) -> str | None:
+    """The hard-coded text of a value: a string constant, or an f-string's literal pieces joined."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str))
+    return None
+
+
+def _name_of(target: ast.AST) -> str:
+    if isinstance(target, ast.Name):
+        return target.id
+    if isinstance(target, ast.Attribute):
+        return target.attr
+    if isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Constant):
+        return str(target.slice.value)
+    return ""
+
+
+def _password_findings(segment: pyfragment.Segment, inserted: tuple[int, int, int, int],
+                       seen: set[tuple[int, str]]) -> list[Finding]:
+    """Hard-coded passwords Bandit does not see: f-string values (Bandit skips them), keyword-only
+    defaults, dict entries. Same ids as Bandit's (B105 assignment/dict, B106 keyword, B107 default)."""
+    assert segment.tree is not None
+    hits: list[tuple[str, ast.expr, str]] = []  # (test id, value node, name)
+    for node in ast.walk(segment.tree):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                hits.append(("B105", node.value, _name_of(t)))
+        elif isinstance(node, ast.keyword) and node.arg:
+            hits.append(("B106", node.value, node.arg))
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            a = node.args
+            positional = a.posonlyargs + a.args
+            for arg, default in zip(positional[len(positional) - len(a.defaults):], a.defaults, strict=True):
+                hits.append(("B107", default, arg.arg))
+            for arg, kw_default in zip(a.kwonlyargs, a.kw_defaults, strict=True):
+                if kw_default is not None:
+                    hits.append(("B107", kw_default, arg.arg))
+        elif isinstance(node, ast.Dict):
+            for k, v in zip(node.keys, node.values, strict=True):
+                if isinstance(k, ast.Constant) and isinstance(k.value, str):
+                    hits.append(("B105", v, k.value))
+    found: list[Finding] = []
+    for test_id, value, name in hits:
+        text = _literal_part(value)
+        if not name or text is None or not _SECRET_NAME.search(name):
+            continue
+        is_fstring = isinstance(value, ast.JoinedStr)
+        if (is_fstring and len(text.strip()) < _MIN_LITERAL) or (not is_fstring and not text):
+            continue
+        line = value.lineno - 1
+        doc = segment.line_map[line] if line < len(segment.line_map) else None
+        if doc is None:
+            continue
+        end_row = (value.end_lineno or value.lineno) - 1
+        end_doc = segment.line_map[end_row] if end_row < len(segment.line_map) else None
+        span = (doc, value.col_offset, end_doc if end_doc is not None else doc, value.end_col_offset or 0)
+        if not _overlaps(span, inserted) or (doc, test_id) in seen:
+            continue
+        seen.add((doc, test_id))
+        kind = "an f-string with hard-coded text" if is_fstring else "a string literal"
+        found.append(Finding(test_id, "LOW", "MEDIUM", *span,
+                             f"Possible hard-coded password: {name!r} is set from {kind}.", 259, "protege"))
+    return found
 
 
 def _redacted(test_id: str, message: str) -> str:
@@ -185,7 +289,8 @@ def _js_findings(lines: list[str], inserted: tuple[int, int, int, int]) -> list[
     for text in block:
         starts.append(starts[-1] + len(text) + 1)
     findings = []
-    for hit in js_rules.scan("\n".join(block)):
+    context = "\n".join(lines[:i0]) if i0 else ""
+    for hit in js_rules.scan("\n".join(block), context):
         def pos(offset: int) -> tuple[int, int]:
             k = max(i for i in range(len(block)) if starts[i] <= offset)
             return i0 + k, offset - starts[k]
@@ -208,11 +313,12 @@ def screen_suggestion(document: str, line: int, character: int, suggestion: str,
 
     Raises ValueError when the position is outside the document.
     """
-    return _screen(document, line, character, suggestion, language, policy, MAX_SCOPE_LINES, True)
+    return _screen(document, line, character, suggestion, language, policy, MAX_SCOPE_LINES, True, True)
 
 
 def _screen(document: str, line: int, character: int, suggestion: str, language: str,
-            policy: Policy | None, max_scope_lines: int | None, repair: bool) -> ScreenResult:
+            policy: Policy | None, max_scope_lines: int | None, repair: bool,
+            interactive: bool = False) -> ScreenResult:
     policy = policy or _DEFAULT_POLICY
     language = (language or "").lower()
     lines, inserted = _merge(document, line, character, suggestion)
@@ -222,7 +328,7 @@ def _screen(document: str, line: int, character: int, suggestion: str, language:
     reason: str | None = None
     scope = ""
     if language == "python":
-        findings, reason, scope = _python_findings(lines, inserted, policy, max_scope_lines, repair)
+        findings, reason, scope = _python_findings(lines, inserted, policy, max_scope_lines, repair, interactive)
     elif language in JS_LANGUAGES:
         findings = _js_findings(lines, inserted)
     else:

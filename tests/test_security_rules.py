@@ -168,13 +168,17 @@ def test_policy_defaults_and_overrides() -> None:
     p = Policy()
     assert p.action_for("B602", "HIGH", "HIGH") == "block"
     assert p.action_for("B602", "LOW", "HIGH") == "annotate"
-    assert p.action_for("B113", "MEDIUM", "LOW") == "allow"
+    # Injection-class and other listed tests are annotated whatever Bandit's confidence; others need MEDIUM.
+    assert p.action_for("B113", "MEDIUM", "LOW") == "annotate"
+    assert p.action_for("B608", "MEDIUM", "LOW") == "annotate"
+    assert p.action_for("B311", "LOW", "LOW") == "allow"
     assert p.action_for("B101", "LOW", "HIGH") == "allow"
+    assert p.action_for("B404", "LOW", "HIGH") == "allow" and p.action_for("B603", "LOW", "HIGH") == "allow"
     strict = Policy.from_dict({"blockSeverity": "medium", "blockTests": ["B311"], "ignoreTests": []})
     assert strict.action_for("B506", "MEDIUM", "HIGH") == "block"
     assert strict.action_for("B311", "LOW", "HIGH") == "block"
     assert strict.action_for("B101", "LOW", "HIGH") == "annotate"
-    assert Policy.from_dict({"annotate_confidence": "LOW"}).action_for("B113", "MEDIUM", "LOW") == "annotate"
+    assert Policy.from_dict({"annotate_confidence": "LOW"}).action_for("B311", "MEDIUM", "LOW") == "annotate"
     assert Policy.from_dict(Policy().to_dict()) == Policy()
 
 
