@@ -17,6 +17,7 @@ from indexing.foreground import lower_thread_priority
 from server.config import merge_raw, parse_config
 from server.engine import Engine, EngineOptions
 from server.pipeline import CompletionService
+from server.protocol import ProtegeProtocol
 from server.scheduler import Supersession
 
 log = logging.getLogger("protege")
@@ -62,7 +63,7 @@ class ProtegeServer(LanguageServer):
     """Language server with Protege's state: config, engine, completion service, index."""
 
     def __init__(self, model: str | None = None, overrides: dict[str, Any] | None = None) -> None:
-        super().__init__("protege", VERSION)
+        super().__init__("protege", VERSION, protocol_cls=ProtegeProtocol)
         self.cli_overrides: dict[str, Any] = dict(overrides or {})
         if model:
             self.cli_overrides["model"] = model
@@ -88,6 +89,14 @@ class ProtegeServer(LanguageServer):
         self.counters = {"completionRequests": 0, "superseded": 0, "cancelled": 0, "errors": 0}
         for name in FEATURE_MODULES:
             importlib.import_module(name).register(self)
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """A body that is not JSON is answered with a parse error (JSON-RPC -32700, id null); other
+        out-of-band errors go to pygls's default (logged, shown to the user)."""
+        protocol = self.protocol
+        if isinstance(protocol, ProtegeProtocol) and protocol.answer_unparseable(error):
+            return
+        super().report_server_error(error, source)
 
     # -- configuration -------------------------------------------------------------------
     def _engine_options(self) -> EngineOptions:
