@@ -24,6 +24,14 @@ log = logging.getLogger(__name__)
 _MAX_DETAIL = 300
 
 
+class RequestFailed(JsonRpcException):
+    """LSP's RequestFailed (-32803): the request was valid but could not be done now (no index yet, a
+    workspace without folders); the message says why. Not an internal error: nothing is broken."""
+
+    CODE = -32803
+    MESSAGE = "Request failed"
+
+
 @dataclass
 class Malformed:
     """A message that could not be structured, standing in for it until ``handle_message``."""
@@ -90,6 +98,25 @@ class ProtegeProtocol(LanguageServerProtocol):
                                    f"Invalid request: JSON-RPC version {message.jsonrpc!r}, expected '2.0'"))
             return
         super().handle_message(message)
+
+    def _handle_notification(self, method_name: str, params: Any) -> None:
+        # Client bugs that pygls would report as "Error in server: KeyError" popups: a change or close
+        # for a document that was never opened, a cancellation naming an id no request can have.
+        if method_name == "$/cancelRequest":
+            target = getattr(params, "id", None)
+            if isinstance(target, bool) or not isinstance(target, (int, str)):
+                log.warning("dropped $/cancelRequest with an invalid id %r", target)
+                return
+        elif method_name in ("textDocument/didChange", "textDocument/didClose"):
+            uri = getattr(getattr(params, "text_document", None), "uri", None)
+            try:
+                known = uri in self.workspace.text_documents
+            except RuntimeError:  # not initialized yet
+                known = False
+            if not known:
+                log.warning("dropped %s for a document that is not open: %s", method_name, uri)
+                return
+        super()._handle_notification(method_name, params)
 
     def _answer(self, bad: Malformed) -> None:
         if not bad.is_request:

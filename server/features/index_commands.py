@@ -18,6 +18,7 @@ from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.uris import from_fs_path, to_fs_path
 
 from server.features.memory import update_memory
+from server.protocol import RequestFailed
 
 if TYPE_CHECKING:
     from server.app import ProtegeServer
@@ -33,7 +34,7 @@ async def _index(ls: ProtegeServer) -> Any:
     if ls.index is None:
         reason = ls.index_error or ("disabled by the index.enabled setting" if not ls.config.index.enabled
                                     else "it is still opening; try again in a moment")
-        raise JsonRpcInternalError(f"the repository index is not available: {reason}")
+        raise RequestFailed(f"the repository index is not available: {reason}")
     return ls.index
 
 

@@ -74,6 +74,8 @@ def code_actions(uri: str, lines: Sequence[str], language: str,
 
 def register(ls: ProtegeServer) -> None:
     def security_actions(params: types.CodeActionParams) -> list[types.CodeAction]:
+        if params.text_document.uri not in ls.workspace.text_documents:
+            return []  # actions are for findings in open documents only
         doc = ls.workspace.get_text_document(params.text_document.uri)
         return code_actions(doc.uri, doc.lines, doc.language_id or "python", params.context.diagnostics)
 
