@@ -10,21 +10,23 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from indexing.catalog import Catalog
 from indexing.config import DEFAULT_EMBED_MAX_TOKENS, INDEX_FORMAT_VERSION, IndexConfig
-from indexing.embed import Embedder, model_id
+from indexing.embed import model_id
 from indexing.indexer import Updater
 from indexing.lock import IndexLockedError, WriterLock
-from indexing.repomap import build_repo_map
 from indexing.results import ContextSnippet, IndexStats, SearchHit, SymbolLocation
 from indexing.retrieval import Retriever
-from indexing.store import VectorStore
 
 log = logging.getLogger(__name__)
 
 __all__ = ["RepoIndex", "IndexLockedError"]
+
+if TYPE_CHECKING:  # loaded on first use: opening an index for its status needs neither
+    from indexing.embed import Embedder
+    from indexing.store import VectorStore
 
 _EMBEDDERS: dict[tuple[Any, ...], Embedder] = {}
 _EMBEDDERS_LOCK = threading.Lock()
@@ -107,6 +109,8 @@ class RepoIndex:
     def _get_store(self) -> VectorStore:
         with self._init_lock:
             if self._store is None:
+                from indexing.store import VectorStore
+
                 self._store = VectorStore(self.collection_name, self.cache_dir / "chroma", self.config.chroma_url)
             return self._store
 
@@ -118,6 +122,8 @@ class RepoIndex:
                        c.embed_quantize, c.embed_threads, c.query_max_tokens)
                 with _EMBEDDERS_LOCK:  # one model per process, shared by every open workspace
                     if key not in _EMBEDDERS:
+                        from indexing.embed import Embedder
+
                         _EMBEDDERS[key] = Embedder(*key)
                     self._embedder = _EMBEDDERS[key]
         return self._embedder
@@ -165,6 +171,8 @@ class RepoIndex:
     def repo_map(self, token_budget: int = 1024, focus: list[str] | None = None) -> str:
         key = (self.catalog.generation(), token_budget, tuple(focus or ()))
         if key not in self._map_cache:
+            from indexing.repomap import build_repo_map
+
             self._map_cache[key] = build_repo_map(self.catalog.all_tags(), token_budget, focus)
         return self._map_cache[key]
 

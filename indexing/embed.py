@@ -8,8 +8,10 @@ import os
 import threading
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads with the model: `protege status` and `--help` never pay for it
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,8 @@ class Embedder:
         return int(self.model.dimension)
 
     def _encode(self, texts: list[str], max_tokens: int, tail: bool = False) -> np.ndarray:
+        import numpy as np
+
         model = self.model
         if isinstance(model, _SentenceTransformerAdapter):
             return np.asarray(model.encode(texts, batch_size=self.batch_size), dtype=np.float32)
@@ -107,6 +111,8 @@ class Embedder:
         return self._run([text], max_tokens or self.query_max_tokens, tail)[0]
 
     def _run(self, texts: list[str], max_tokens: int, tail: bool = False) -> np.ndarray:
+        import numpy as np
+
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         if len(texts) > SMALL_BATCH or self.threads:

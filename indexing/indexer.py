@@ -109,8 +109,17 @@ class Updater:
         self._embedder = embedder
         self.limits = ChunkLimits(config.chunk_max_chars, config.chunk_merge_below_chars, config.window_lines,
                                   config.window_overlap)
-        self.screen = _screen() if config.use_security_screen else None
+        self._screen_fn: Callable[..., Any] | None = None
+        self._screen_loaded = not config.use_security_screen
         self._force_deletes = True
+
+    @property
+    def screen(self) -> Callable[..., Any] | None:
+        """The security screen, imported on first use (Bandit's import costs ~0.3 s that status never needs)."""
+        if not self._screen_loaded:
+            self._screen_fn = _screen()
+            self._screen_loaded = True
+        return self._screen_fn
 
     # ------------------------------------------------------------------ recovery
     def reconcile(self) -> int:

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from indexing.memory_status import saved_status  # noqa: F401 - re-exported
+
 log = logging.getLogger(__name__)
 
 SEP = 2**31 - 1  # between files: compares above every token id, never matches one
@@ -414,21 +416,6 @@ class RepoMemory:
         return {"files": s.files, "tokens": s.tokens, "build_s": round(s.build_s, 3),
                 "mb": round(s.bytes / 1e6, 2), "tokenizer": self.tokenizer_id,
                 "state": "ready" if self.shard is not None else (s.reason or "not built")}
-
-
-def saved_status(cache_dir: Path) -> list[dict[str, Any]]:
-    """What ``protege status`` says of the memories saved in an index cache dir (without loading them)."""
-    out: list[dict[str, Any]] = []
-    for path in sorted((cache_dir / "memory").glob("*/memory.npz")):
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(bytes(z["meta"]).decode("utf-8"))
-            out.append({"tokenizer": meta.get("tokenizer"), "files": len(meta.get("files", [])),
-                        "tokens": meta.get("tokens"), "build_s": meta.get("build_s"), "mb": meta.get("mb"),
-                        "built_at": meta.get("built_at"), "path": str(path)})
-        except Exception as exc:  # noqa: BLE001 - status must always answer
-            out.append({"path": str(path), "error": f"unreadable ({exc}); the server rebuilds it"})
-    return out
 
 
 def read_files(root: Path, rels: Iterable[str], config: Any = None) -> Iterable[tuple[str, str]]:

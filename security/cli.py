@@ -13,9 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from security.advice import advice_for
-from security.policy import Policy
-from security.screen import screen_suggestion, screen_text, screened_languages
+from security.languages import SCREENED
 
 LOG = logging.getLogger(__name__)
 
@@ -38,7 +36,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--position", metavar="LINE:COL", help="0-based line and column where the suggestion is inserted")
     p.add_argument("--suggestion-file", metavar="S", help="file holding the suggestion text")
     p.add_argument("--language", metavar="L",
-                   help=f"LSP language id (default: from the file's extension); screened: {', '.join(screened_languages())}")
+                   help=f"LSP language id (default: from the file's extension); screened: {', '.join(SCREENED)}")
     p.add_argument("--policy", metavar="JSON", help="policy file (camelCase or snake_case keys), e.g. {\"blockSeverity\": \"MEDIUM\"}")
     p.set_defaults(func=run)
 
@@ -72,6 +70,10 @@ def _position(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     """Screen and print the JSON verdict; the exit code says whether the suggestion is blocked."""
+    from security.advice import advice_for
+    from security.policy import Policy
+    from security.screen import screen_suggestion, screen_text
+
     if (args.position is None) != (args.suggestion_file is None):
         return _fail("--position and --suggestion-file go together: give both, or neither to screen the whole file")
     try:

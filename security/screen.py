@@ -19,16 +19,13 @@ from typing import Any
 
 from security import js_rules, pyfragment
 from security.bandit_checks import parse_nosec, run_bandit
+from security.languages import JS_LANGUAGES
+from security.languages import SCREENED as _SCREENED
 from security.policy import ACTIONS, Policy
 from security.secrets import scan_lines
 
 LOG = logging.getLogger(__name__)
 
-JS_LANGUAGES = ("javascript", "typescript", "javascriptreact", "typescriptreact")
-_SCREENED = {
-    "python": "Bandit checks in-process (fragment-aware) + detect-secrets",
-    **{lang: "Protege JS/TS rules JS001-JS020 + detect-secrets" for lang in JS_LANGUAGES},
-}
 _DEFAULT_POLICY = Policy()
 _PASSWORD_TESTS = frozenset({"B105", "B106", "B107"})
 # Checks that fire on what a call lacks (a keyword that makes it safe). On a call the suggestion leaves

@@ -15,9 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lsprotocol import types
-from pygls.lsp.client import LanguageClient
-
 
 def pick_positions(path: Path, limit: int) -> list[tuple[int, int, str]]:
     """(line, character, label) cursor positions: inside function bodies and after assignments."""
@@ -37,6 +34,10 @@ def pick_positions(path: Path, limit: int) -> list[tuple[int, int, str]]:
 
 
 async def run_demo(files: list[Path], model: str | None, per_file: int, workspace: Path) -> int:
+    # Imported here: `protege --help` builds every subcommand's parser and must not pay for the LSP types.
+    from lsprotocol import types
+    from pygls.lsp.client import LanguageClient
+
     client = LanguageClient("protege-demo", "0.1.0")
     messages: list[str] = []
 

@@ -207,3 +207,28 @@ def test_weights_load_from_model_dir_and_config_override(tmp_path: Path) -> None
     (tmp_path / "memory_mix.json").write_text("{broken", encoding="utf-8")
     w, warn = load_weights(tmp_path)
     assert warn is not None and "unusable" in warn and w.source == "default"
+
+
+def test_saved_status_reads_meta_without_numpy_and_reports_corruption(tmp_path: Path) -> None:
+    import json as _json
+
+    import numpy as _np
+
+    from indexing.memory_status import npy_bytes, saved_status
+
+    meta = {"tokenizer": "tok-1", "files": [["a.py", "d", 0, 3]], "tokens": 3, "build_s": 0.1, "mb": 0.0,
+            "built_at": 1.0}
+    good = tmp_path / "memory" / "tok-1"
+    good.mkdir(parents=True)
+    with open(good / "memory.npz", "wb") as fh:
+        _np.savez(fh, tokens=_np.arange(3, dtype=_np.int32),
+                  meta=_np.frombuffer(_json.dumps(meta).encode("utf-8"), dtype=_np.uint8))
+    assert _json.loads(npy_bytes(good / "memory.npz", "meta")) == meta
+    bad = tmp_path / "memory" / "tok-2"
+    bad.mkdir()
+    (bad / "memory.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    status = saved_status(tmp_path)
+    assert status[0]["tokens"] == 3 and status[0]["files"] == 1 and status[0]["tokenizer"] == "tok-1"
+    assert "unreadable" in status[1]["error"]
+    with pytest.raises(ValueError, match="not uint8"):
+        npy_bytes(good / "memory.npz", "tokens")
