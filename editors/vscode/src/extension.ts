@@ -4,6 +4,7 @@
  * this file only launches it, passes settings through, and shows what it returns.
  */
 
+import { spawn } from "node:child_process";
 import * as net from "node:net";
 import * as vscode from "vscode";
 import {
@@ -14,10 +15,11 @@ import {
   type ServerOptions,
   State,
   type StreamInfo,
-  TransportKind,
 } from "vscode-languageclient/node";
 import {
   contributedKeys,
+  lastStderrLine,
+  startFailureMessage,
   explanationMarkdown,
   jsonToMarkdown,
   parseAddress,
@@ -39,6 +41,10 @@ let statusItem: vscode.StatusBarItem;
 let settingKeys: string[] = [];
 const documents = new Map<string, string>();
 const documentChanged = new vscode.EventEmitter<vscode.Uri>();
+// The server's stderr: shown in the "Protege Server" output, and its last lines quoted when it fails.
+let serverOutput: vscode.OutputChannel | undefined;
+const stderrTail: string[] = [];
+const STDERR_LINES = 40;
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
   settingKeys = contributedKeys(context.extension.packageJSON);
@@ -48,9 +54,11 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   statusItem.command = "protege.vscode.showStatus";
   setStatus("$(sync~spin) Protege", "Protege: starting the language server");
   statusItem.show();
+  serverOutput = vscode.window.createOutputChannel("Protege Server");
 
   context.subscriptions.push(
     statusItem,
+    serverOutput,
     documentChanged,
     // Explanations and status reports are shown as read-only Markdown documents.
     vscode.workspace.registerTextDocumentContentProvider(DOC_SCHEME, {
@@ -102,9 +110,27 @@ function serverOptions(): ServerOptions {
         socket.once("error", reject);
       });
   }
-  const command = config.get<string>("server.command", "protege");
+  const command = serverCommand();
   const args = config.get<string[]>("server.args", ["serve"]);
-  return { command, args, transport: TransportKind.stdio };
+  // Spawned here rather than by the client: no transport flag is appended (stdio is the server's
+  // default), a missing executable fails at once with ENOENT, and stderr is kept for error messages.
+  return () =>
+    new Promise((resolve, reject) => {
+      stderrTail.length = 0;
+      const child = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"], env: process.env });
+      child.stderr?.setEncoding("utf8");
+      child.stderr?.on("data", (chunk: string) => {
+        serverOutput?.append(chunk);
+        stderrTail.push(...chunk.split(/\r?\n/));
+        stderrTail.splice(0, Math.max(0, stderrTail.length - STDERR_LINES));
+      });
+      child.once("error", reject);
+      child.once("spawn", () => resolve(child));
+    });
+}
+
+function serverCommand(): string {
+  return vscode.workspace.getConfiguration(SECTION).get<string>("server.command", "protege");
 }
 
 async function startClient(): Promise<void> {
@@ -158,16 +184,17 @@ async function startClient(): Promise<void> {
     } else if (newState === State.Starting) {
       setStatus("$(sync~spin) Protege", "Protege: starting the language server");
     } else {
-      setStatus("$(error) Protege", "Protege: the language server stopped; run 'Protege: Restart Server'.");
+      const said = lastStderrLine(stderrTail);
+      setStatus("$(error) Protege", "Protege: the language server stopped" + (said ? ` (${said})` : "") +
+        "; run 'Protege: Restart Server'.");
     }
   });
   try {
     await client.start();
   } catch (err) {
-    setStatus("$(error) Protege", `Protege failed to start: ${(err as Error).message}`);
-    void vscode.window.showErrorMessage(
-      `Protege could not start its language server (${(err as Error).message}); check protege.server.command.`,
-    );
+    const message = startFailureMessage(err, stderrTail, serverCommand(), vscode.env.remoteName);
+    setStatus("$(error) Protege", message);
+    void vscode.window.showErrorMessage(message);
   }
 }
 

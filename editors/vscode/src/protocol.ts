@@ -203,3 +203,69 @@ export function searchPick(hit: SearchHit): { label: string; description: string
     description: `${hit.symbol ? where + "  " : ""}score ${hit.score.toFixed(3)}`,
   };
 }
+
+/** Text of anything thrown: an Error's message, a string, or the JSON of an object (never "undefined"). */
+export function errorText(err: unknown): string {
+  if (err instanceof Error && err.message) {
+    return err.message;
+  }
+  if (typeof err === "string" && err) {
+    return err;
+  }
+  if (err && typeof err === "object") {
+    const message = (err as { message?: unknown }).message;
+    if (typeof message === "string" && message) {
+      return message;
+    }
+    try {
+      const json = JSON.stringify(err);
+      if (json && json !== "{}") {
+        return json;
+      }
+    } catch {
+      // a cyclic object: fall through
+    }
+  }
+  return err === undefined ? "no error details (see the 'Protege Server' output)" : String(err);
+}
+
+/** The last stderr line that says something (a traceback's last line is its error). */
+export function lastStderrLine(lines: readonly string[]): string {
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const line = (lines[i] ?? "").trim();
+    if (line) {
+      return line;
+    }
+  }
+  return "";
+}
+
+/**
+ * What the user reads when the server cannot start: what failed, the server's own last stderr line,
+ * and which setting to change, including where to set it in a remote window (the command runs on the
+ * remote machine, so the local user setting does not apply there).
+ */
+export function startFailureMessage(err: unknown, stderr: readonly string[], command: string,
+                                    remoteName: string | undefined): string {
+  const text = errorText(err);
+  const code = (err as { code?: unknown } | undefined)?.code;
+  const notFound = code === "ENOENT" || /\bENOENT\b/.test(text);
+  const parts = [`Protege could not start its language server (${text}).`];
+  const line = lastStderrLine(stderr);
+  if (line && !text.includes(line)) {
+    parts.push(`The server said: ${line}`);
+  }
+  if (notFound) {
+    parts.push(`'${command}' was not found: set protege.server.command to the full path of protege ` +
+      "(for example <venv>/bin/protege).");
+  } else {
+    parts.push("Check protege.server.command and protege.server.args (the server is started as " +
+      `'${command} serve').`);
+  }
+  if (remoteName) {
+    parts.push(`This is a remote window (${remoteName}): the server runs on the remote machine, so set ` +
+      "protege.server.command in the Remote settings or the workspace settings; the local user setting " +
+      "does not apply there.");
+  }
+  return parts.join(" ");
+}

@@ -4,12 +4,15 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
   contributedKeys,
+  errorText,
   explanationMarkdown,
   jsonToMarkdown,
+  lastStderrLine,
   parseAddress,
   searchArguments,
   searchHits,
   searchPick,
+  startFailureMessage,
   statusSummary,
   wireOptions,
 } from "../protocol";
@@ -128,4 +131,29 @@ test("searchHits reads the server's index hits (start_line, uri)", () => {
 test("searchArguments sends one object with the query and a hit count", () => {
   assert.deepEqual(searchArguments("parse config"), [{ query: "parse config", k: 20 }]);
   assert.deepEqual(searchArguments("x", 5), [{ query: "x", k: 5 }]);
+});
+
+test("errorText never says undefined", () => {
+  assert.equal(errorText(new Error("boom")), "boom");
+  assert.equal(errorText("plain"), "plain");
+  assert.equal(errorText({ message: "from an object" }), "from an object");
+  assert.equal(errorText({ code: 7 }), '{"code":7}');
+  assert.ok(!errorText(undefined).includes("undefined"));
+  assert.ok(!errorText({}).includes("undefined"));
+});
+
+test("startFailureMessage names the setting, the server's stderr and the remote scope", () => {
+  const enoent = Object.assign(new Error("spawn protege ENOENT"), { code: "ENOENT" });
+  const local = startFailureMessage(enoent, [], "protege", undefined);
+  assert.match(local, /spawn protege ENOENT/);
+  assert.match(local, /set protege\.server\.command to the full path/);
+  assert.doesNotMatch(local, /remote window/);
+  const remote = startFailureMessage(enoent, [], "protege", "ssh-remote");
+  assert.match(remote, /remote window \(ssh-remote\).*Remote settings/);
+  const crashed = startFailureMessage(new Error("Connection to server got closed."),
+    ["Traceback (most recent call last):", "  File ...", "ModuleNotFoundError: No module named 'torch'", ""],
+    "/venv/bin/protege", undefined);
+  assert.match(crashed, /The server said: ModuleNotFoundError: No module named 'torch'/);
+  assert.match(crashed, /protege\.server\.args/);
+  assert.equal(lastStderrLine(["a", "  ", ""]), "a");
 });
