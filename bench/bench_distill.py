@@ -129,15 +129,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"teacher adapted in {adaptation['wall_s']:.0f} s: ES {results['teacher (adapted)']['edit_similarity']:.3f}"
               f" NLL {results['teacher (adapted)']['nll']:.3f}", file=sys.stderr)
     cache = work / "targets.sqlite"
-    conditions = [(m, m, "forward_kl", args.end_token) for m in CONDITIONS]
+    conditions = [(m, m, "forward_kl", args.end_token, False) for m in CONDITIONS]
     for spec in args.extra_divergences:  # "reverse_kl" or "forward_kl:teacher" (divergence:end token)
         divergence, _, end = spec.partition(":")
-        conditions.append((f"logit ({spec})", "logit", divergence, end or args.end_token))
-    for name, method, divergence, end_token in conditions:
+        conditions.append((f"logit ({spec})", "logit", divergence, end or args.end_token, False))
+    if args.memory_teacher:
+        # The repository ∞-gram (other files of the training split) mixed into the teacher's targets.
+        conditions.append(("logit+memory", "logit", "forward_kl", args.end_token, True))
+    memory_stats: dict[str, Any] = {}
+    for name, method, divergence, end_token, memory in conditions:
         cfg = TrainConfig(method=method, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           warmup_steps=max(1, args.steps // 20), top_k=args.top_k, alpha=args.alpha,
                           divergence=divergence, end_token=end_token, hidden_kind=args.hidden_kind,
-                          hidden_weight=args.hidden_weight, save_every=0, seed=args.seed)
+                          hidden_weight=args.hidden_weight, save_every=0, seed=args.seed, memory_teacher=memory)
         run_dir = work / ("run-" + name.replace(" ", "").replace("(", "-").replace(")", "").replace(":", "-"))
         res = train(cfg, student, train_ex, run_dir, teacher_paths=[str(teacher)], budget=budget,
                     targets_cache=cache, progress=sys.stderr.isatty())
@@ -147,6 +151,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    "final_loss": res.history[-1]["loss"],
                    "targets_bytes_per_token": res.target_stats.get("bytes_per_token")})
         results[name] = ev
+        if memory:
+            memory_stats = dict(res.target_stats.get("memory", {}))
         print(f"{name}: EM {ev['exact_match']:.3f} ES {ev['edit_similarity']:.3f} NLL {ev['nll']:.3f} "
               f"({res.wall_s:.0f} s)", file=sys.stderr)
 
@@ -176,6 +182,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         comparisons["edit_similarity_paired"][f"{name} - ce"] = es_difference(name, "ce")
         comparisons["edit_similarity_served_paired"][f"{name} - ce"] = es_difference(
             name, "ce", "per_example_es_served")
+        if name == "logit+memory":  # what the ∞-gram member adds to the same KD
+            comparisons["edit_similarity_paired"]["logit+memory - logit"] = es_difference(name, "logit")
+            comparisons["edit_similarity_served_paired"]["logit+memory - logit"] = es_difference(
+                name, "logit", "per_example_es_served")
     keep = ("exact_match", "edit_similarity", "exact_match_served", "edit_similarity_served", "identifier_f1", "nll", "teacher_top1_agreement", "teacher_kl",
             "length_ratio_p50", "ended_by_cap", "ended_by_stop_token", "latency_p50_ms", "wall_s", "targets_s",
             "train_s", "final_loss", "targets_bytes_per_token", "examples")
@@ -196,6 +206,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "eval": {"examples": min(args.eval_examples, len(heldout)), "max_new_tokens": args.max_new_tokens},
         "results": {name: {k: r[k] for k in keep if k in r} for name, r in results.items()},
         "comparisons": comparisons,
+        "memory_teacher": memory_stats or None,
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "cpus": os.cpu_count()},
         "command": "python bench/bench_distill.py " + " ".join(_public_args(args.argv)),
@@ -242,6 +253,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--extra-divergences", type=lambda v: [d for d in v.split(",") if d], default=[],
                    help="more logit-KD students: divergence[:end token], comma-separated "
                         "(e.g. reverse_kl,forward_kl:reference)")
+    p.add_argument("--memory-teacher", action="store_true",
+                   help="add a 'logit+memory' condition: the repository ∞-gram mixed into the teacher's targets")
     p.add_argument("--max-len", type=int, default=256)
     p.add_argument("--max-middle", type=int, default=64)
     p.add_argument("--max-per-file", type=int, default=60)

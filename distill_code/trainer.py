@@ -55,6 +55,9 @@ class TrainConfig:
     # 0.5 NLL to it (5.118 vs cosine 4.613; bench/results/distill_10m_teacher.json, --hidden-kind).
     hidden_kind: str = "cosine"
     cross_tokenizer: str | None = None  # "uld" to allow teachers with another tokenizer
+    # Mix the repository's ∞-gram (the other files of the training split; the example's own file left
+    # out) into the teacher's targets, with the serving mix table (distill_code.memory_teacher).
+    memory_teacher: bool = False
     include_explain: bool = True  # also train on (code -> docstring/comment) pairs in the explain layout
     lora: bool = False
     lora_r: int = 16
@@ -84,6 +87,9 @@ class TrainConfig:
             raise ValueError(f"targets must be 'sparse' or 'dense', got {self.targets!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be at least 1")
+        if self.memory_teacher and (self.method == "ce" or self.targets != "sparse"):
+            raise ValueError("memory_teacher mixes the ∞-gram into cached teacher targets: it needs a logit "
+                             "method with targets = \"sparse\"")
 
 
 @dataclass
@@ -167,6 +173,7 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
     end_id = _special(tok, template.eos) if cfg.end_token == "reference" else None
 
     teacher: LocalTeacher | None = None
+    memory_teacher: Any = None
     sparse: dict[str, L.SparseTargets] = {}
     target_stats: dict[str, Any] = {}
     need_teacher = cfg.method != "ce"
@@ -203,9 +210,24 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
                 raise ValueError("all ensemble teachers must share one vocabulary")
         teacher = LocalTeacher([m for m, _ in loaded], teacher_weights or [1.0] * len(loaded), alignment,
                                "+".join(model_revision(p) for p in teacher_paths), device=str(acc.device))
+        if cfg.memory_teacher:
+            if not alignment.token_level:
+                raise ValueError("memory_teacher needs a teacher sharing the student's vocabulary")
+            from distill_code.memory_mix import load_weights
+            from distill_code.memory_teacher import MemoryTeacher, build_shard, repository_texts
+
+            weights, warning = load_weights(Path(student_path))
+            if warning:
+                log.warning("%s", warning)
+            fim_ids = (_special(tok, template.prefix), _special(tok, template.suffix), _special(tok, template.middle))
+            memory_teacher = MemoryTeacher(teacher, build_shard(repository_texts(examples), tok),
+                                           {x.id: x.path for x in examples}, weights, fim_ids)
+            teacher = memory_teacher
         if cfg.targets == "sparse":
             sparse, target_stats = _sparse_targets(cfg, encoded, teacher, tok, targets_cache or out / "targets.sqlite",
                                                    pad_id, progress)
+            if memory_teacher is not None:
+                target_stats["memory"] = asdict(memory_teacher.stats)
 
     hidden_loss: L.HiddenStateLoss | None = None
     if cfg.method == "logit+hidden":

@@ -22,7 +22,7 @@ def test_bench_distill_tiny_writes_every_condition(tmp_path: Path) -> None:
         bench.run(bench.parse_args(["--tiny", "--steps", "3", "--batch-size", "4", "--eval-examples", "4",
                                     "--max-new-tokens", "6", "--max-len", "96", "--max-middle", "16",
                                     "--max-per-file", "8", "--threads", "1", "--work", str(tmp_path / "w"),
-                                    "--extra-divergences", "reverse_kl,forward_kl:reference",
+                                    "--extra-divergences", "reverse_kl,forward_kl:reference", "--memory-teacher",
                                     "--out", str(out)]))
     finally:
         torch.set_num_threads(before)
@@ -30,13 +30,14 @@ def test_bench_distill_tiny_writes_every_condition(tmp_path: Path) -> None:
     assert report["repo"]["package"] == "click" and report["repo"]["lines"] >= 5000
     assert "BSD" in report["repo"]["license"]
     assert set(report["results"]) == {"teacher", "student", "ce", "logit", "logit+hidden", "logit (reverse_kl)",
-                                      "logit (forward_kl:reference)"}
+                                      "logit (forward_kl:reference)", "logit+memory"}
+    assert report["memory_teacher"]["tokens_scored"] > 0
     for name in ("ce", "logit", "logit+hidden", "logit (reverse_kl)", "logit (forward_kl:reference)"):
         r = report["results"][name]
         assert {"exact_match", "edit_similarity", "nll", "wall_s", "train_s", "length_ratio_p50", "ended_by_cap"} <= set(r)
     paired = report["comparisons"]["edit_similarity_paired"]
     assert set(paired) == {"logit - ce", "logit+hidden - ce", "logit - student", "logit (reverse_kl) - ce",
-                           "logit (forward_kl:reference) - ce"}
+                           "logit (forward_kl:reference) - ce", "logit+memory - ce", "logit+memory - logit"}
     for d in [*paired.values(), *report["comparisons"]["edit_similarity_served_paired"].values()]:
         assert d["ci95_low"] <= d["mean"] <= d["ci95_high"]
     assert set(report["comparisons"]["edit_similarity_served_paired"]) == set(paired)
