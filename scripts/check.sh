@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 ruff check server distill_code indexing security tests bench
 mypy
 if [ -f editors/vscode/package.json ] && command -v npm >/dev/null; then
-  (cd editors/vscode && npm ci --no-audit --no-fund --silent && npm run --silent check)
+  # PROTEGE_NPM_INSTALLED: node_modules were installed beforehand (CI runs this file without a network).
+  (cd editors/vscode && { [ -n "${PROTEGE_NPM_INSTALLED:-}" ] || npm ci --no-audit --no-fund --silent; } \
+    && npm run --silent check)
 fi
 pytest -q -p no:cacheprovider "$@"
