@@ -136,9 +136,22 @@ def _card_text(role: str, info: dict[str, Any]) -> str:
          f"{ev['decode_tokens_per_s']:.0f} tok/s"),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    history = info.get("history") or []
+    history_md = ""
+    if history:
+        lines = ["| version (recipe) | parameters | tokens seen | validation loss | held-out EM | held-out ES | "
+                 "latency p50 |", "|---|---|---|---|---|---|---|"]
+        for h in [*history, _history_entry(info)]:
+            lines.append(f"| {h['recipe']} | {h['parameters']:,} | {h['tokens_seen']:,} | {h['validation_loss']:.3f} | "
+                         f"{h['exact_match']:.3f} | {h['edit_similarity']:.3f} | {h['latency_ms_p50']:.0f} ms |")
+        history_md = ("\n## History\n\nEarlier shipped versions of this model (their own held-out lines; the last "
+                      "row is this one):\n\n" + "\n".join(lines) + "\n")
     how = ("pretrained from random init with next-token cross-entropy on fill-in-the-middle samples"
            if role == "teacher" else
            f"distilled from the starter teacher: {info['kd']}")
+    filters = info.get("filters", "test, fixture, vendored, generated and data-table files removed, "
+                                  "deduplicated by content hash")
+    tok_source = info.get("tokenizer_source", "trained on the train split (`tokenizers`)")
     train_tok = corpus["totals"].get("train", {})
     val_tok = corpus["totals"].get("validation", {})
     return f"""# Protege starter {role}
@@ -154,15 +167,14 @@ production code model: the figures below say how far it got on its training budg
 ## Training
 
 * How: {how}.
-* Data: {', '.join(f"{s['name']} ({s['license']})" for s in corpus['sources'])}; test, fixture,
-  vendored, generated and data-table files removed, deduplicated by content hash, split by file.
+* Data: {', '.join(f"{s['name']} ({s['license']})" for s in corpus['sources'])}; {filters}, split by file.
   Train: {train_tok.get('files', 0)} files, {train_tok.get('bytes', 0):,} bytes, {train_tok.get('tokens', 0):,} tokens;
   validation: {val_tok.get('files', 0)} files, {val_tok.get('tokens', 0):,} tokens.
   Every file's path and sha256 are in `corpus_manifest.json` (corpus hash `{corpus['corpus_sha256'][:16]}`).
 * Format: StarCoder-style FIM tokens (`<fim_prefix>`, `<fim_suffix>`, `<fim_middle>`, `<|endoftext|>`,
   `<file_sep>`), FIM rate {info['fim_rate']}, of which {info['spm_rate']} suffix-prefix-middle; prompts come from
   `distill_code.fim.template_for("starcoder")`, the same module the server uses.
-* Tokenizer: byte-level BPE, {info['vocab_size']:,} tokens, trained on the train split (`tokenizers`).
+* Tokenizer: byte-level BPE, {info['vocab_size']:,} tokens, {tok_source}.
 * Loss curves: `loss.png` / `loss.json`.
 
 ## Evaluation
@@ -174,7 +186,16 @@ this 2-core CPU {info['machine_note']}.
 
 Reproduce: `protege pretrain --recipe {info['recipe']}` (training + this card), or only the card from
 a finished run: `protege pretrain --recipe {info['recipe']} --resume --stages ship`.
-"""
+{history_md}"""
+
+
+def _history_entry(card: dict[str, Any]) -> dict[str, Any]:
+    """The figures of one shipped card that its successor keeps in its history table."""
+    train, ev = card.get("train", {}), card.get("heldout", {})
+    return {"recipe": card.get("recipe", "?"), "parameters": int(card.get("parameters", 0)),
+            "tokens_seen": int(train.get("tokens_seen", 0)), "validation_loss": float(train.get("validation_loss", 0.0)),
+            "exact_match": float(ev.get("exact_match", 0.0)), "edit_similarity": float(ev.get("edit_similarity", 0.0)),
+            "latency_ms_p50": float(ev.get("latency_ms_p50", 0.0)), "shipped_at": card.get("shipped_at")}
 
 
 def ship_model(role: str, src_dir: Path, dst_dir: Path, examples: Sequence[LineExample], info: dict[str, Any],
@@ -186,6 +207,14 @@ def ship_model(role: str, src_dir: Path, dst_dir: Path, examples: Sequence[LineE
 
     tok = AutoTokenizer.from_pretrained(str(src_dir))
     model: Any = AutoModelForCausalLM.from_pretrained(str(src_dir), dtype=torch.float32)
+    info = dict(info)
+    previous = dst_dir / "card.json"
+    if previous.exists():  # the model this one replaces: its figures stay in the card's history
+        try:
+            old = json.loads(previous.read_text())
+            info["history"] = [*old.get("history", []), _history_entry(old)]
+        except (OSError, ValueError, TypeError):
+            pass
     if dst_dir.exists():
         shutil.rmtree(dst_dir)
     dst_dir.mkdir(parents=True)
@@ -193,7 +222,7 @@ def ship_model(role: str, src_dir: Path, dst_dir: Path, examples: Sequence[LineE
     tok.save_pretrained(str(dst_dir))
     # Evaluate what ships: the fp16 weights, loaded back the way the server loads them (fp32 on CPU).
     shipped = AutoModelForCausalLM.from_pretrained(str(dst_dir), dtype=torch.float32)
-    info = dict(info)
+    info["shipped_at"] = time.strftime("%Y-%m-%d", time.gmtime())
     info["parameters"] = count_parameters(shipped)
     info["weights_mb"] = sum(f.stat().st_size for f in dst_dir.glob("*.safetensors")) / 1e6
     info["heldout"] = evaluate_lines(shipped, tok, examples)
@@ -235,7 +264,14 @@ def ship_models(recipe: Recipe, summary: dict[str, Any], val_texts: Sequence[str
                 "corpus": corpus, "fim_rate": recipe.fim_rate, "spm_rate": recipe.spm_rate,
                 "vocab_size": recipe.vocab_size, "seq_len": stage.seq_len,
                 "kd": (f"loss = {stage.kd_alpha} x T^2 x KL(teacher || student) at T = {stage.kd_temperature} "
-                       f"(distill_code.losses.forward_kl) + {1 - stage.kd_alpha:.2f} x cross-entropy")}
+                       f"(distill_code.losses.forward_kl) + {1 - stage.kd_alpha:.2f} x cross-entropy"),
+                "filters": ("vendored, held-out-evaluation, generated and data-table files removed"
+                            + ("" if recipe.corpus.include_tests else ", test and fixture files removed")
+                            + ", deduplicated by content hash"
+                            + (" and near-duplicate lines (MinHash, Jaccard ≥ 0.8)" if recipe.corpus.near_duplicates
+                               else "")),
+                "tokenizer_source": (f"reused from `{recipe.tokenizer}` (ids stay compatible with repository memory)"
+                                     if recipe.tokenizer else "trained on the train split (`tokenizers`)")}
         result[role] = ship_model(role, src, ship / role, examples, info)
     s, t = result["student"]["heldout"], result["teacher"]["heldout"]
     result["student_vs_teacher_latency"] = s["latency_ms_mean"] / max(1e-9, t["latency_ms_mean"])
