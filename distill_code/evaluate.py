@@ -225,7 +225,7 @@ def promote(candidate_dir: str | Path, workspace: str | Path, report: dict[str, 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".incoming")
     if tmp.exists():
-        shutil.rmtree(tmp)
+        shutil.rmtree(tmp)  # a copy a crash interrupted: never served, start it over
     shutil.copytree(candidate_dir, tmp)
     if report is not None:
         (tmp / "promotion.json").write_text(json.dumps(report, indent=1, default=str))
@@ -234,6 +234,7 @@ def promote(candidate_dir: str | Path, workspace: str | Path, report: dict[str, 
         if prev.exists():
             shutil.rmtree(prev)
         dest.rename(prev)
+    # A crash here leaves only model.prev (the old model, whole): served_promoted_model() falls back to it.
     tmp.rename(dest)
     log.info("promoted %s to %s", candidate_dir, dest)
     return dest

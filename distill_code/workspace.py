@@ -31,6 +31,21 @@ def promoted_model_dir(workspace: str | Path) -> Path:
     return workspace_dir(workspace) / "model"
 
 
+def served_promoted_model(workspace: str | Path) -> Path | None:
+    """The promoted student to serve, or None: ``model`` when it is complete, else ``model.prev``.
+
+    ``promote`` renames the old ``model`` to ``model.prev`` and then the complete ``model.incoming``
+    to ``model``; a crash between the two renames leaves only ``model.prev``, which is the old model
+    whole. A half-copied ``model.incoming`` is never served. So a reader always gets the old or the
+    new model, never half of one, and never silently drops back to the starter.
+    """
+    dest = promoted_model_dir(workspace)
+    for candidate in (dest, dest.with_name(dest.name + ".prev")):
+        if (candidate / "config.json").exists() and any(candidate.glob("*.safetensors")):
+            return candidate
+    return None
+
+
 def datasets_dir(workspace: str | Path) -> Path:
     return workspace_dir(workspace) / "distill" / "datasets"
 

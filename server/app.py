@@ -174,14 +174,13 @@ class ProtegeServer(LanguageServer):
 
     def _promoted_model(self) -> Any:
         """The student `protege distill` promoted for this workspace, if there is one."""
-        from distill_code.workspace import promoted_model_dir
+        from distill_code.workspace import served_promoted_model
         from server.features.workspace_index import workspace_root
 
         root = workspace_root(self)
         if root is None:
             return None
-        candidate = promoted_model_dir(root)
-        return candidate if (candidate / "config.json").exists() else None
+        return served_promoted_model(root)
 
     # -- messages ------------------------------------------------------------------------
     def warn_once(self, key: str, message: str, kind: types.MessageType = types.MessageType.Warning) -> None:
