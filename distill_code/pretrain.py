@@ -502,7 +502,9 @@ def _run_stages(recipe: Recipe, resume: bool, stages: tuple[str, ...], stop_afte
             summary[role] = {"stopped": True}
             return summary
         result = train_stage(model, cfg, train, val, out / role, resume, teacher=teacher,
-                             stop_after_minutes=max(0.0, left - (time.monotonic() - t0) / 60),
+                             # > 0 whenever a budget was given: 0 would mean "no limit"
+                             stop_after_minutes=(max(1e-6, left - (time.monotonic() - t0) / 60)
+                                                 if stop_after_minutes > 0 else 0.0),
                              commit_dir=Path(recipe.commit_dir) / role if recipe.commit_dir else None)
         if result.get("stopped"):
             summary[role] = result
