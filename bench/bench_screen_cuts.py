@@ -238,7 +238,7 @@ def latency(cases: list[Case], policy: Policy, host_lines: int = 2000) -> dict[s
         if case.language != "python":
             continue
         doc = "\n".join(host) + "\n\n\n" + case.document
-        line = case.line + len(host) + 3
+        line = case.line + len(host) + 2  # host lines, two blank ones, then the case
         for _ in range(3):
             t = time.perf_counter()
             screen_suggestion(doc, line, case.character, case.suggestion, case.language, policy)
