@@ -158,10 +158,11 @@ class RepoIndex:
             self.lock.release()
 
     # ------------------------------------------------------------------ reads
-    def search(self, query: str, k: int = 10) -> list[SearchHit]:
-        """Hybrid search: BM25 over code terms, vectors, and symbol definitions, fused by reciprocal rank."""
+    def search(self, query: str, k: int = 10, vectors: bool = True) -> list[SearchHit]:
+        """Hybrid search: BM25 over code terms, vectors, and symbol definitions, fused by reciprocal rank.
+        ``vectors=False`` skips the vector half (no embedding model is loaded)."""
         has_chunks = self.catalog.db.execute("SELECT 1 FROM chunks LIMIT 1").fetchone() is not None
-        return self._retriever.search(query, k, use_vectors=has_chunks)
+        return self._retriever.search(query, k, use_vectors=has_chunks and vectors)
 
     def completion_context(self, path: str, text: str, line: int, character: int,
                            max_chars: int = 2000) -> list[ContextSnippet]:

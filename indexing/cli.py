@@ -22,6 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--workspace", default=".", help="workspace root (default: current directory)")
     s.add_argument("-k", type=int, default=10, help="number of results (default: 10)")
     s.add_argument("--json", action="store_true", help="print results as JSON lines")
+    s.add_argument("--lexical", action="store_true",
+                   help="BM25 and symbols only: no embedding model is loaded (fastest without a running server)")
+    s.add_argument("--no-server", action="store_true",
+                   help="search in this process even when a running `protege serve` could answer")
     _common(s)
     s.set_defaults(func=cmd_search)
 
@@ -105,6 +109,20 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not Path(args.workspace).is_dir():
         print(f"protege search: {args.workspace} is not a directory; pass --workspace REPO", file=sys.stderr)
         return 2
+    if not args.no_server:
+        from indexing.config import workspace_cache_dir
+        from indexing.search_socket import query
+
+        cache = Path(args.cache_dir).expanduser() if args.cache_dir else workspace_cache_dir(args.workspace)
+        try:
+            served = query(cache, args.query, args.k, vectors=not args.lexical)
+        except RuntimeError as exc:
+            print(f"protege search: {exc}", file=sys.stderr)
+            return 1
+        if served is not None:  # a running server answered, with its embedder already warm
+            for d in served:
+                print(json.dumps(d) if args.json else f"{d['path']}:{d['start_line'] + 1}  {d['symbol'] or d['kind']}")
+            return 0
     try:
         index = _open(args.workspace, args)
     except Exception as exc:  # noqa: BLE001
@@ -115,7 +133,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             print(f"protege search: the index of {index.root} is empty; run `protege index {index.root}` first",
                   file=sys.stderr)
             return 1
-        hits = index.search(args.query, k=args.k)
+        hits = index.search(args.query, k=args.k, vectors=not args.lexical)
     finally:
         index.close()
     for hit in hits:

@@ -84,6 +84,7 @@ class ProtegeServer(LanguageServer):
         self._warned: set[str] = set()
         self.index: Any = None  # indexing.api.RepoIndex once opened
         self.index_error: str | None = None
+        self.search_socket: Any = None  # answers `protege search` while the index is open
         self.watchers_registered = False  # the client reports file changes through didChangeWatchedFiles
         self.annotations: dict[str, list[Any]] = {}  # uri -> findings of accepted annotated suggestions
         self.counters = {"completionRequests": 0, "superseded": 0, "cancelled": 0, "errors": 0}
@@ -152,6 +153,12 @@ class ProtegeServer(LanguageServer):
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.index_executor.shutdown(wait=False, cancel_futures=True)
         self.memory_executor.shutdown(wait=False, cancel_futures=True)
+        if self.search_socket is not None:
+            try:
+                self.search_socket.close()
+            except Exception as exc:  # closing must never block the exit
+                log.warning("closing the search socket failed: %s", exc)
+            self.search_socket = None
         if self.index is not None:
             try:
                 self.index.close()

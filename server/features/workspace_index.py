@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pygls.uris import to_fs_path
 
@@ -83,5 +83,23 @@ def open_index(ls: ProtegeServer) -> None:
         except Exception as exc:
             log.warning("could not warm up the index's embedder (%s); context stays lexical", exc)
         log.info("repository index open at %s", root)
+        _serve_searches(ls, index)
 
     ls.index_executor.submit(work)
+
+
+def _serve_searches(ls: ProtegeServer, index: Any) -> None:
+    """Answer `protege search` for this workspace over a Unix socket in the index's cache dir."""
+    from dataclasses import asdict
+
+    from indexing.search_socket import SearchSocket, socket_path
+
+    def search(query: str, k: int, vectors: bool) -> list[dict[str, Any]]:
+        # Reads run on the socket's thread, as the LSP search command's do (the catalog allows it; writes
+        # stay on the index thread), so a search never waits behind an index update.
+        return [asdict(h) for h in index.search(query, k, vectors)]
+
+    try:
+        ls.search_socket = SearchSocket(socket_path(index.cache_dir), search).start()
+    except OSError as exc:  # another window's server has it, or the path is too long for a socket
+        log.info("not serving `protege search` for %s: %s", index.root, exc)
