@@ -158,10 +158,33 @@ class Engine:
             self.error = None
             log.info("loaded %s (%s, quantize=%s, template=%s, decoder=%s)", path, self.options.dtype,
                      self.options.quantize, self.template.family, self.decoder_name)
+            self.warm_up()
         except ModelLoadError as exc:
             self.state, self.error = "error", str(exc)
         except Exception as exc:  # a broken checkpoint must not take the server down
             self.state, self.error = "error", f"could not load model {path!r}: {exc}"
+
+    def warm_up(self) -> float:
+        """One short prefill and a few decode steps, so the first real request does not pay for the
+        kernels' first runs (thread pools, allocations); the KV cache is left empty. Returns seconds."""
+        import time
+
+        t0 = time.perf_counter()
+        stats = dict(self.stats)  # the warm-up is not a request
+        try:
+            ids = self.tokenizer("import os\n\n\ndef main(path):\n    return os.path.join(",
+                                 add_special_tokens=False)["input_ids"]
+            self._generate(ids, 4, "line")
+        except Exception as exc:  # noqa: BLE001 - a warm-up failure only costs the first request time
+            log.info("warm-up skipped: %s", exc)
+        finally:
+            if self._runner is not None:
+                self._runner.reset()
+            self._kv_ids = []
+            self.stats = stats
+        elapsed = time.perf_counter() - t0
+        log.info("warmed up in %.0f ms", elapsed * 1000)
+        return elapsed
 
     @property
     def ready(self) -> bool:

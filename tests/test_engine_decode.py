@@ -75,3 +75,18 @@ def test_prompt_budget_is_capped_at_the_trained_sequence_length(tiny_model_dir: 
     (model / "card.json").write_text(json.dumps({"seq_len": "n/a"}))  # unreadable: no cap
     e.load()
     assert e.trained_context is None and e.prompt_budget(1024) == 1024
+
+
+def test_warm_up_at_load_leaves_no_trace(fitted_model_dir: Path) -> None:
+    """The model is warmed at load (the first real request does not pay for first kernel runs); the
+    warm-up is not counted as a request and leaves an empty cache, so outputs are those of a cold engine."""
+    e = Engine(EngineOptions(model=str(fitted_model_dir)))
+    e.load()
+    assert e.ready and e.stats["requests"] == 0 and e._kv_ids == []
+    assert e.warm_up() > 0
+    tok = e.tokenizer
+    ids = tok("def total(items):\n    return ", add_special_tokens=False)["input_ids"]
+    cold = Engine(EngineOptions(model=str(fitted_model_dir)))
+    cold.load()
+    assert e.generate(ids, 20, mode="line").token_ids == cold.generate(ids, 20, mode="line").token_ids
+    assert e.stats["requests"] == 1
