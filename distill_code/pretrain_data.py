@@ -59,7 +59,29 @@ def make_example(chunk: str, rng: random.Random, template: FimTemplate, fim_rate
     return f"{chunk}{template.eos}"
 
 
-class PackedBlocks:
+class BlockStream:
+    """Batches of an epoch's ``[n, seq_len]`` blocks (``epoch_blocks``, a pure function of the epoch)."""
+
+    batch_size: int
+
+    def epoch_blocks(self, epoch: int) -> torch.Tensor:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def batches(self, epoch: int, start_batch: int = 0) -> Any:
+        """Yield (batch_index, [batch, seq_len] tensor) for ``epoch`` from ``start_batch`` on."""
+        blocks = self.epoch_blocks(epoch)
+        n_batches = len(blocks) // self.batch_size
+        if n_batches == 0:
+            raise ValueError(f"corpus too small for one batch of {self.batch_size} blocks")
+        for b in range(start_batch, n_batches):
+            yield b, blocks[b * self.batch_size:(b + 1) * self.batch_size]
+
+    def fixed_blocks(self, max_blocks: int) -> torch.Tensor:
+        """A fixed sample (epoch 0 of this seed) used for validation loss."""
+        return self.epoch_blocks(0)[:max_blocks]
+
+
+class PackedBlocks(BlockStream):
     """Per-epoch stream of [batch, seq_len] token blocks: shuffled chunks, FIM, tokenised, packed.
 
     An epoch is a pure function of (seed, epoch), so resuming needs only (epoch, batch index).
@@ -93,16 +115,3 @@ class PackedBlocks:
         if n == 0:
             raise ValueError(f"corpus too small for one block of {self.seq_len} tokens")
         return torch.tensor(ids[: n * self.seq_len], dtype=torch.long).view(n, self.seq_len)
-
-    def batches(self, epoch: int, start_batch: int = 0) -> Any:
-        """Yield (batch_index, [batch, seq_len] tensor) for ``epoch`` from ``start_batch`` on."""
-        blocks = self.epoch_blocks(epoch)
-        n_batches = len(blocks) // self.batch_size
-        if n_batches == 0:
-            raise ValueError(f"corpus too small for one batch of {self.batch_size} blocks")
-        for b in range(start_batch, n_batches):
-            yield b, blocks[b * self.batch_size:(b + 1) * self.batch_size]
-
-    def fixed_blocks(self, max_blocks: int) -> torch.Tensor:
-        """A fixed sample (epoch 0 of this seed) used for validation loss."""
-        return self.epoch_blocks(0)[:max_blocks]

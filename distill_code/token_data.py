@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import torch
 
 from distill_code.corpus import CorpusFile
 from distill_code.fim import template_for
+from distill_code.pretrain_data import BlockStream
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def chunk_ranges(tokens: np.ndarray, ranges: Sequence[tuple[int, int]], is_newli
     return np.array(out, dtype=np.int64).reshape(-1, 2)
 
 
-class TokenBlocks:
+class TokenBlocks(BlockStream):
     """Per-epoch stream of ``[batch, seq_len]`` blocks from a ``TokenCorpus`` split, with token-level FIM.
 
     Same interface as ``PackedBlocks`` (``batches``, ``fixed_blocks``, ``chunks``)."""
@@ -180,14 +181,3 @@ class TokenBlocks:
         if n == 0:
             raise ValueError(f"corpus too small for one block of {self.seq_len} tokens")
         return torch.from_numpy(stream[: n * self.seq_len].astype(np.int64)).view(n, self.seq_len)
-
-    def batches(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
-        blocks = self.epoch_blocks(epoch)
-        n_batches = len(blocks) // self.batch_size
-        if n_batches == 0:
-            raise ValueError(f"corpus too small for one batch of {self.batch_size} blocks")
-        for b in range(start_batch, n_batches):
-            yield b, blocks[b * self.batch_size:(b + 1) * self.batch_size]
-
-    def fixed_blocks(self, max_blocks: int) -> torch.Tensor:
-        return self.epoch_blocks(0)[:max_blocks]

@@ -153,18 +153,15 @@ class ProtegeServer(LanguageServer):
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.index_executor.shutdown(wait=False, cancel_futures=True)
         self.memory_executor.shutdown(wait=False, cancel_futures=True)
-        if self.search_socket is not None:
+        for attr, what in (("search_socket", "the search socket"), ("index", "the index")):
+            resource = getattr(self, attr)
+            if resource is None:
+                continue
             try:
-                self.search_socket.close()
+                resource.close()
             except Exception as exc:  # closing must never block the exit
-                log.warning("closing the search socket failed: %s", exc)
-            self.search_socket = None
-        if self.index is not None:
-            try:
-                self.index.close()
-            except Exception as exc:  # closing must never block the exit
-                log.warning("closing the index failed: %s", exc)
-            self.index = None
+                log.warning("closing %s failed: %s", what, exc)
+            setattr(self, attr, None)
 
     @staticmethod
     def exit_soon(code: int, grace_s: float = 2.0) -> None:
