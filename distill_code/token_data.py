@@ -104,7 +104,9 @@ def newline_table(tokenizer: Any) -> np.ndarray:
 
 def chunk_ranges(tokens: np.ndarray, ranges: Sequence[tuple[int, int]], is_newline: np.ndarray,
                  max_len: int) -> np.ndarray:
-    """Cut each file range into pieces of at most ``max_len`` tokens, at a line end where there is one."""
+    """Cut each file range into pieces: a piece is its first token and at most ``max_len`` more, cut after
+    the last line end among those (else after ``max_len`` tokens). Packing does not need pieces to fit a
+    block exactly; the recipe's data stream depends on this rule, so it stays as the v2 run began with it."""
     out: list[tuple[int, int]] = []
     for start, end in ranges:
         while end - start > max_len:

@@ -102,7 +102,7 @@ def test_token_cache_is_reused_and_fim_examples_rebuild_their_chunk(tok, tmp_pat
     assert json.loads((tmp_path / "tokens" / "meta.json").read_text())["corpus_sha256"] == "digest-1"
 
     blocks = TokenBlocks(corpus, "train", tok, seq_len=128, batch_size=2, fim_rate=0.7, spm_rate=0.5, seed=3)
-    assert (blocks.chunks[:, 1] - blocks.chunks[:, 0]).max() <= 124
+    assert (blocks.chunks[:, 1] - blocks.chunks[:, 0]).max() <= 125  # first token + at most seq_len - 4
     a, b = blocks.epoch_stream(0), blocks.epoch_stream(0)
     assert np.array_equal(a, b) and not np.array_equal(a, blocks.epoch_stream(1))
     # Split the stream at eos and undo FIM: every example is exactly one chunk, each chunk once.
@@ -139,12 +139,16 @@ def test_chunks_cover_each_file_exactly_and_cut_after_line_ends(kinds: list[int]
     chunks = chunk_ranges(tokens, ranges, is_newline, max_len)
     covered = [i for s, e in chunks for i in range(s, e)]
     assert covered == list(range(len(tokens)))
+    ends = {b for _, b in ranges}
     for s, e in chunks:
-        assert 0 < e - s <= max_len
+        assert 0 < e - s <= max_len + 1  # its first token and at most max_len more
         assert any(a <= s and e <= b for a, b in ranges)
-        window = tokens[s + 1:s + max_len + 1] if e - s == max_len else None
-        if window is not None and e not in (b for _, b in ranges) and is_newline[window].any():
-            assert is_newline[tokens[e - 1]]
+        if e not in ends:  # cut inside a file: after the last line end in reach, else after max_len tokens
+            reach = tokens[s + 1:s + max_len + 1]
+            if is_newline[reach].any():
+                assert is_newline[tokens[e - 1]] and not is_newline[tokens[e:s + max_len + 1]].any()
+            else:
+                assert e - s == max_len
 
 
 def test_newline_table_marks_line_breaks(tok) -> None:  # type: ignore[no-untyped-def]
