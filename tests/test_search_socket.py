@@ -60,3 +60,34 @@ def test_cli_search_is_served_by_the_running_server_then_falls_back(tmp_path: Pa
     out = _search(ws, "--lexical")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[0])["path"] == "pkg/maths.py"
+
+
+def test_socket_refuses_a_second_server_and_replaces_a_stale_file(tmp_path: Path) -> None:
+    from indexing.search_socket import SearchSocket
+
+    calls: list[tuple[str, int, bool]] = []
+
+    def search(q: str, k: int, vectors: bool) -> list[dict]:
+        calls.append((q, k, vectors))
+        return [{"path": "a.py", "start_line": 0, "symbol": "f", "kind": "function"}]
+
+    path = socket_path(tmp_path)
+    first = SearchSocket(path, search).start()
+    try:
+        assert query(tmp_path, "find f", 3, vectors=False) == [
+            {"path": "a.py", "start_line": 0, "symbol": "f", "kind": "function"}]
+        assert calls == [("find f", 3, False)]
+        try:
+            SearchSocket(path, search)
+            raise AssertionError("a second server took over a live socket")
+        except OSError as exc:
+            assert "already answers" in str(exc)
+    finally:
+        first.close()
+    assert not path.exists() and query(tmp_path, "x", 1) is None
+    path.write_text("left by a server that was killed")  # stale: nothing listens
+    second = SearchSocket(path, search).start()
+    try:
+        assert query(tmp_path, "again", 1) is not None
+    finally:
+        second.close()
