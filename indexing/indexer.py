@@ -121,6 +121,10 @@ class Updater:
             self._screen_loaded = True
         return self._screen_fn
 
+    @screen.setter
+    def screen(self, fn: Callable[..., Any] | None) -> None:
+        self._screen_fn, self._screen_loaded = fn, True
+
     # ------------------------------------------------------------------ recovery
     def reconcile(self) -> int:
         """Delete vectors the journal says may be orphaned (after a crash or an interrupted run)."""
