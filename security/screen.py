@@ -317,7 +317,7 @@ def _screen(document: str, line: int, character: int, suggestion: str, language:
             policy: Policy | None, max_scope_lines: int | None, repair: bool,
             interactive: bool = False) -> ScreenResult:
     policy = policy or _DEFAULT_POLICY
-    language = (language or "").lower()
+    language = language.lower() if isinstance(language, str) else ""
     lines, inserted = _merge(document, line, character, suggestion)
     if not suggestion.strip():
         return ScreenResult("allow", [], None, language)

@@ -82,7 +82,7 @@ class Outline:
 
 def code_language(language_id: str | None, path: str) -> str | None:
     """The index's language name for a document when it is code with a grammar, else None."""
-    lang = (language_id or "").lower()
+    lang = language_id.lower() if isinstance(language_id, str) else ""  # a client may send anything
     lang = _LSP_IDS.get(lang, lang)
     if lang in CODE_LANGUAGES:
         return lang
