@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from server.app import ProtegeServer
 
 log = logging.getLogger("protege")
-OPEN_WAIT_S = 30.0  # the index opens in the background after `initialized`
+OPEN_WAIT_S = 90.0  # the index opens in the background after `initialized`, once the model is loaded
 
 
 async def _index(ls: ProtegeServer) -> Any:

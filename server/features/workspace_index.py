@@ -40,6 +40,9 @@ def relative_path(ls: ProtegeServer, uri: str) -> str:
     return fs or uri
 
 
+MODEL_FIRST_WAIT_S = 60.0
+
+
 def open_index(ls: ProtegeServer) -> None:
     """Open the index in the background and install the completion-context provider."""
     if not ls.config.index.enabled:
@@ -55,6 +58,10 @@ def open_index(ls: ProtegeServer) -> None:
         return
 
     def work() -> None:
+        # The model first: both loads are CPU-bound (torch and ChromaDB imports, the embedding model) and
+        # the first completion needs the model, not the index; on 2 cores, loading both at once made the
+        # model ready ~2x later (seen in the VS Code e2e run). The engine sets engine_ready on error too.
+        ls.engine_ready.wait(timeout=MODEL_FIRST_WAIT_S)
         from indexing.api import RepoIndex
         from indexing.config import IndexConfig
 

@@ -22,6 +22,7 @@ import {
   startFailureMessage,
   explanationMarkdown,
   jsonToMarkdown,
+  modelState,
   parseAddress,
   SECTION,
   SERVER_COMMANDS,
@@ -179,8 +180,7 @@ async function startClient(): Promise<void> {
   client.registerProposedFeatures();
   clientState = client.onDidChangeState(({ newState }) => {
     if (newState === State.Running) {
-      setStatus("$(sparkle) Protege", "Protege: running");
-      void refreshTooltip();
+      void followModelLoad();
     } else if (newState === State.Starting) {
       setStatus("$(sync~spin) Protege", "Protege: starting the language server");
     } else {
@@ -218,11 +218,35 @@ async function reportErrors(what: string, action: () => Promise<void>): Promise<
   }
 }
 
-async function refreshTooltip(): Promise<void> {
-  try {
-    statusItem.tooltip = statusSummary(await runServerCommand(SERVER_COMMANDS.status));
-  } catch {
-    // The tooltip is informational; the status command reports errors when asked.
+const MODEL_POLL_MS = 500;
+const MODEL_POLL_LIMIT_MS = 10 * 60 * 1000;
+
+/**
+ * Once the server runs, the model loads in its background: the status item spins ("loading the
+ * model") until the server reports it ready, so the sparkle means completions can come at once.
+ */
+async function followModelLoad(): Promise<void> {
+  const watched = client;
+  const deadline = Date.now() + MODEL_POLL_LIMIT_MS;
+  setStatus("$(sync~spin) Protege", "Protege: loading the model");
+  while (client === watched && client?.state === State.Running && Date.now() < deadline) {
+    let status: unknown;
+    try {
+      status = await runServerCommand(SERVER_COMMANDS.status);
+    } catch {
+      return; // the server stopped; the state handler says so
+    }
+    const model = modelState(status);
+    if (model.state === "ready" || model.state === "unknown") {
+      setStatus("$(sparkle) Protege", statusSummary(status));
+      return;
+    }
+    if (model.state === "error") {
+      setStatus("$(warning) Protege", `Protege: the model did not load (${model.error ?? "no reason given"}); ` +
+        "set protege.model or run 'Protege: Show Status'.");
+      return;
+    }
+    await new Promise((r) => setTimeout(r, MODEL_POLL_MS));
   }
 }
 

@@ -135,6 +135,26 @@ export function statusSummary(status: unknown): string {
   return parts.length ? `Protege: ${parts.join(" ")}` : "Protege: running";
 }
 
+/**
+ * The model's load state from a `protege.status` reply: "ready", "error", "loading" (also while it is
+ * still "unloaded", before the background load starts), or "unknown" for a reply without one.
+ */
+export function modelState(status: unknown): { state: "ready" | "loading" | "error" | "unknown"; error?: string } {
+  const model = (status as { model?: unknown } | null)?.model;
+  const state = (model as { state?: unknown } | null | undefined)?.state;
+  if (state === "ready") {
+    return { state: "ready" };
+  }
+  if (state === "error") {
+    const error = pickString((model as { error?: unknown }).error);
+    return error ? { state: "error", error } : { state: "error" };
+  }
+  if (state === "loading" || state === "unloaded") {
+    return { state: "loading" };
+  }
+  return { state: "unknown" };
+}
+
 function pickString(value: unknown): string | undefined {
   return typeof value === "string" && value !== "" ? value : undefined;
 }

@@ -8,6 +8,7 @@ import {
   explanationMarkdown,
   jsonToMarkdown,
   lastStderrLine,
+  modelState,
   parseAddress,
   searchArguments,
   searchHits,
@@ -156,4 +157,14 @@ test("startFailureMessage names the setting, the server's stderr and the remote 
   assert.match(crashed, /The server said: ModuleNotFoundError: No module named 'torch'/);
   assert.match(crashed, /protege\.server\.args/);
   assert.equal(lastStderrLine(["a", "  ", ""]), "a");
+});
+
+test("modelState reads the model's load state from a status reply", () => {
+  assert.deepEqual(modelState({ model: { state: "ready" } }), { state: "ready" });
+  assert.deepEqual(modelState({ model: { state: "unloaded" } }), { state: "loading" });
+  assert.deepEqual(modelState({ model: { state: "loading" } }), { state: "loading" });
+  assert.deepEqual(modelState({ model: { state: "error", error: "no weights" } }), { state: "error", error: "no weights" });
+  assert.deepEqual(modelState({ model: { state: "error" } }), { state: "error" });
+  assert.deepEqual(modelState({}), { state: "unknown" });
+  assert.deepEqual(modelState(null), { state: "unknown" });
 });
