@@ -151,7 +151,7 @@ def run_distill(repo: str | Path, recipe: Recipe, workspace: str | Path | None =
                    else None, progress=progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return report  # under `accelerate launch` only rank 0 evaluates, gates and promotes
-    report["train"] = {"wall_s": result.wall_s, "final_loss": result.history[-1]["loss"],
+    report["train"] = {"wall_s": result.wall_s, "final_loss": result.history[-1]["loss"], "resumed_from": result.resumed_from,
                        "targets": result.target_stats, "model_dir": str(result.model_dir)}
     ecfg = EvalConfig(max_examples=recipe.eval.max_examples, max_new_tokens=recipe.eval.max_new_tokens,
                       budget=recipe.budget)

@@ -257,6 +257,8 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
     ckpt = out / "checkpoint"
     history: list[dict[str, float]] = []
     start_step = 0
+    _recover_dir(ckpt, "trainer_state.json")
+    _recover_dir(out / "model", "config.json")
     if resume and (ckpt / "trainer_state.json").exists():
         acc.load_state(str(ckpt))
         state = json.loads((ckpt / "trainer_state.json").read_text())
@@ -291,8 +293,12 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
         final = acc.unwrap_model(student)
         if cfg.lora:
             final = final.merge_and_unload()  # a plain checkpoint: serving needs no peft
-        final.save_pretrained(str(model_dir))
-        tok.save_pretrained(str(model_dir))
+        # Written aside and renamed into place: a kill -9 mid-save leaves no half model at ``model``.
+        partial = out / "model.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        final.save_pretrained(str(partial))
+        tok.save_pretrained(str(partial))
+        _swap_into_place(partial, model_dir)
         write_curves(history, out, title=f"{cfg.method} ({cfg.divergence}, T={cfg.temperature})")
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
         if ckpt.exists() and end_step == cfg.steps:  # complete: a later run in this dir must not resume it
@@ -317,11 +323,39 @@ def _sparse_targets(cfg: TrainConfig, encoded: list[Encoded], teacher: LocalTeac
 
 
 def _save_checkpoint(acc: Accelerator, ckpt: Path, step: int, history: list[dict[str, float]]) -> None:
-    acc.save_state(str(ckpt), safe_serialization=False)
+    """Write the checkpoint beside the current one and swap it in, so that a kill -9 at any moment leaves
+    one complete checkpoint: the previous one or this one (never new weights under an old step count)."""
+    partial = ckpt.with_name(ckpt.name + ".partial")
     if acc.is_main_process:
-        tmp = ckpt / "trainer_state.json.tmp"
-        tmp.write_text(json.dumps({"step": step, "history": history}))
-        tmp.replace(ckpt / "trainer_state.json")  # the state file appears only once the weights are written
+        shutil.rmtree(partial, ignore_errors=True)
+    acc.wait_for_everyone()
+    acc.save_state(str(partial), safe_serialization=False)
+    if acc.is_main_process:
+        (partial / "trainer_state.json").write_text(json.dumps({"step": step, "history": history}))
+        _swap_into_place(partial, ckpt)
+
+
+def _swap_into_place(new: Path, target: Path) -> None:
+    """Replace ``target`` by the complete directory ``new``: target -> target.old, new -> target, drop
+    the old. A crash between the renames leaves only ``target.old``, which ``_recover_dir`` puts back."""
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover_dir(target: Path, marker: str) -> None:
+    """After a crash: put back a ``target`` that a swap left at ``.old`` (when it holds ``marker``, i.e.
+    is complete); drop a half-written ``.partial``."""
+    old = target.with_name(target.name + ".old")
+    if not target.exists() and (old / marker).exists():
+        log.warning("a previous run stopped while replacing %s; using the earlier one", target)
+        old.rename(target)
+    for leftover in (target.with_name(target.name + ".partial"), old):
+        if leftover.exists():
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _kd_with_end(at_end: torch.Tensor | None, kd: Any, selected: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
