@@ -58,10 +58,17 @@ class RepoIndex:
         self._embedder: Embedder | None = None
         self._init_lock = threading.Lock()
         self.lock = WriterLock(self.cache_dir / "writer.lock")
+        # The embedded ChromaDB store is not safe to open from two processes at once (two editor windows on
+        # one workspace corrupted it, and its Rust bindings failed to start). One process owns it: the
+        # first to need it, until it closes. Another process reads the catalog (SQLite: BM25, definitions)
+        # and, while it does not own the store, searches without vectors and does not write; it takes
+        # ownership as soon as the owner has gone. A ChromaDB server (chroma_url) needs no owner.
+        self.owner = WriterLock(self.cache_dir / "store-owner.lock")
         self._check_version()
         self._updater = Updater(root, config, self.catalog, self._get_store, self._get_embedder)
         self._retriever = Retriever(self.catalog, self._get_store, self._get_embedder,
-                                    lambda: self._embedder is not None and self._embedder._model is not None)
+                                    lambda: (self._embedder is not None and self._embedder._model is not None
+                                             and self.owns_store()))
         self._map_cache: dict[tuple[int, int, tuple[str, ...]], str] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -77,7 +84,19 @@ class RepoIndex:
         if self._store is not None:
             self._store.close()
             self._store = None
+        self.owner.release()
         self.catalog.close()
+
+    def owns_store(self) -> bool:
+        """Whether this process may use the vector store (taking ownership if nobody holds it)."""
+        return bool(self.config.chroma_url) or self.owner.held or self.owner.try_acquire()
+
+    def _require_owner(self) -> None:
+        if not self.owns_store():
+            raise IndexLockedError(
+                f"another Protege process (pid {self.owner.holder()}) has the index at {self.cache_dir} open "
+                "for writing; it keeps the index up to date for this workspace (searches here use the "
+                "index without vectors until it closes)")
 
     def __enter__(self) -> RepoIndex:
         return self
@@ -97,6 +116,7 @@ class RepoIndex:
         if any(v is not None for v in have.values()):
             log.warning("index cache at %s was written by another version or model (%s); rebuilding it",
                         self.cache_dir, have)
+            self._require_owner()  # never wipe a store that another process has open
             with self.lock:
                 self.catalog.wipe()
                 old = have.get("collection")
@@ -109,6 +129,7 @@ class RepoIndex:
     def _get_store(self) -> VectorStore:
         with self._init_lock:
             if self._store is None:
+                self._require_owner()
                 from indexing.store import VectorStore
 
                 self._store = VectorStore(self.collection_name, self.cache_dir / "chroma", self.config.chroma_url)
@@ -131,13 +152,15 @@ class RepoIndex:
     def warm_up(self) -> None:
         """Load the embedding model and open the store now (the completion fast path uses vectors only when warm)."""
         self._get_embedder().encode(["warm up"])
-        self._get_store()
+        if self.owns_store():
+            self._get_store()
         self._retriever.measure_context_encoding()
 
     # ------------------------------------------------------------------ writes
     def update(self, paths: list[Path] | None = None, progress: Callable[[int, int, str], None] | None = None,
                cancel: threading.Event | None = None) -> IndexStats:
         """Index the workspace (``paths=None``) or the given files, incrementally by content hash."""
+        self._require_owner()
         self.lock.acquire(self.config.lock_timeout_s)
         try:
             stats = self._updater.run(paths, progress, cancel)
@@ -150,6 +173,7 @@ class RepoIndex:
         return stats
 
     def remove(self, paths: list[Path]) -> None:
+        self._require_owner()
         self.lock.acquire(self.config.lock_timeout_s)
         try:
             self._updater.reconcile()
@@ -162,7 +186,7 @@ class RepoIndex:
         """Hybrid search: BM25 over code terms, vectors, and symbol definitions, fused by reciprocal rank.
         ``vectors=False`` skips the vector half (no embedding model is loaded)."""
         has_chunks = self.catalog.db.execute("SELECT 1 FROM chunks LIMIT 1").fetchone() is not None
-        return self._retriever.search(query, k, use_vectors=has_chunks and vectors)
+        return self._retriever.search(query, k, use_vectors=has_chunks and vectors and self.owns_store())
 
     def completion_context(self, path: str, text: str, line: int, character: int,
                            max_chars: int = 2000) -> list[ContextSnippet]:
@@ -200,6 +224,8 @@ class RepoIndex:
             "collection": self.collection_name,
             "format_version": INDEX_FORMAT_VERSION,
             "writer_active": self.lock.held,
+            # False while another process (another editor window) owns the embedded vector store.
+            "owns_store": bool(self.config.chroma_url) or self.owner.held,
         }
 
     def skipped(self) -> dict[str, str]:

@@ -19,6 +19,21 @@ class WriterLock:
         self.path = path
         self._fd: int | None = None
 
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free now; False (and nothing held) if another holder has it."""
+        try:
+            self.acquire(0.0)
+        except IndexLockedError:
+            return False
+        return True
+
+    def holder(self) -> str:
+        """The pid written by the current holder, or "unknown"."""
+        try:
+            return self.path.read_text(encoding="ascii", errors="replace").strip() or "unknown"
+        except OSError:
+            return "unknown"
+
     def acquire(self, timeout_s: float = 0.0) -> None:
         if self._fd is not None:
             return

@@ -214,10 +214,10 @@ def test_single_writer_lock(tmp_path: Path) -> None:
             with pytest.raises(IndexLockedError, match=f"pid {holder.pid}"):
                 index.update()
             assert index.status()["files"] == 0  # nothing was written
-            holder.kill()
-            holder.wait(10)
-            stats = RepoIndex.open(ws, IndexConfig(cache_dir=str(cache), lock_timeout_s=5)).update()
-            assert stats.files_indexed == 1  # the kernel dropped the dead holder's lock
+        holder.kill()
+        holder.wait(10)
+        with RepoIndex.open(ws, IndexConfig(cache_dir=str(cache), lock_timeout_s=5)) as index:
+            assert index.update().files_indexed == 1  # the kernel dropped the dead holder's lock
     finally:
         holder.kill()
         holder.wait(10)

@@ -46,8 +46,12 @@ def _submit(ls: ProtegeServer, work: Any, what: str) -> None:
     """Run index work in the background; a busy writer (another window) or a bad file only logs."""
 
     def run() -> None:
+        from indexing.lock import IndexLockedError
+
         try:
             work()
+        except IndexLockedError as exc:  # another window writes the index; its watchers see the same files
+            log.info("index %s left to another process: %s", what, exc)
         except Exception as exc:  # noqa: BLE001 - background updates must never take the server down
             log.warning("index %s failed: %s", what, exc)
 

@@ -64,6 +64,7 @@ def open_index(ls: ProtegeServer) -> None:
         ls.engine_ready.wait(timeout=MODEL_FIRST_WAIT_S)
         from indexing.api import RepoIndex
         from indexing.config import IndexConfig
+        from indexing.lock import IndexLockedError
 
         opts = ls.config.index
         try:
@@ -83,7 +84,10 @@ def open_index(ls: ProtegeServer) -> None:
 
         ls.service.context_provider = provider
         if opts.auto_index:
-            index.update()
+            try:
+                index.update()
+            except IndexLockedError as exc:  # another window owns the index and keeps it current
+                log.info("not indexing at start-up: %s", exc)
         try:
             # Until the embedder is warm, completion context uses definitions and BM25 only.
             index.warm_up()
