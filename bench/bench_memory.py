@@ -354,7 +354,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                "memory": score(mem_preds, cases)}
         for name, on in (("student", False), ("mixture", True)):
             preds, lat, status = asyncio.run(served(repo, heldout, cases, on, cache, args.model))
-            row[name] = {**score(preds, cases), **latency(lat)}
+            row[name] = {**score(preds, cases), **latency(lat), "stages_ms_p50": status.get("latency")}
             if on:
                 row[name]["server_memory"] = portable(status.get("memory") or {})
                 row["examples"] = [{**c, "mixture": first_line(p), "memory": first_line(m)}
@@ -365,6 +365,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             r = row[name]
             lat_s = f"  p50 {r['p50_ms']:.0f} / p95 {r['p95_ms']:.0f} ms" if "p50_ms" in r else ""
             print(f"  {name:8s} EM {r['exact_match']:.3f}  ES {r['edit_similarity']:.3f}{lat_s}")
+            if r.get("stages_ms_p50"):
+                print("           stage p50 ms: " + ", ".join(f"{k} {v}" for k, v in r["stages_ms_p50"].items()
+                                                         if k != "requests"))
         print(f"  memory: {mem_info['tokens']:,} tokens, build {mem_info['build_s_per_1m_tokens']:.2f} s/1M tokens, "
               f"{mem_info['mb_per_1m_tokens']:.1f} MB/1M, query p50 {mem_info['query_ms_p50']} ms; "
               f"save -> memory {upd['update_ms_median']} ms median")

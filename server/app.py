@@ -16,7 +16,7 @@ from pygls.lsp.server import LanguageServer
 from indexing.foreground import lower_thread_priority
 from server.config import merge_raw, parse_config
 from server.engine import Engine, EngineOptions
-from server.pipeline import CompletionService
+from server.pipeline import CompletionService, stage_medians
 from server.protocol import ProtegeProtocol
 from server.scheduler import Supersession
 
@@ -223,6 +223,9 @@ class ProtegeServer(LanguageServer):
                       "watchers": self.watchers_registered},
             "memory": self._memory_status(),
             "requests": dict(self.counters),
+            # Median ms per stage of the recent model requests: context retrieval, prompt building, the
+            # memory hook, decoding, post-processing, the security screen.
+            "latency": stage_medians(self.service.stage_history),
             "config": to_wire(self.config),
         }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,6 +96,23 @@ class Outcome:
     cancelled: bool = False
     memory_tokens: int = 0  # generated tokens the repository memory decided
     sources: list[dict[str, Any]] = field(default_factory=list)  # copied spans: path, line, tokens
+    stages_ms: dict[str, float] = field(default_factory=dict)  # where the time went (model requests only)
+
+
+STAGES = ("lookup", "context", "prompt", "memory", "generate", "postprocess", "screen")
+STAGE_WINDOW = 200  # recent model requests the status's stage medians cover
+
+
+def stage_medians(history: Any) -> dict[str, Any]:
+    """Median milliseconds per stage over the recent model requests (``protege status``: where time goes)."""
+    rows = list(history)
+    if not rows:
+        return {"requests": 0}
+    out: dict[str, Any] = {"requests": len(rows)}
+    for stage in (*STAGES, "total"):
+        values = sorted(r.get(stage, 0.0) for r in rows)
+        out[stage] = round(values[len(values) // 2], 2)
+    return out
 
 
 class CompletionService:
@@ -115,6 +133,7 @@ class CompletionService:
         self._mix: Any = None  # distill_code.memory_mix.MixWeights
         self._nl_table: Any = None
         self._memory_generation = 0
+        self.stage_history: deque[dict[str, float]] = deque(maxlen=STAGE_WINDOW)
 
     def ensure_memory(self, cache_dir: Any = None, index_config: Any = None) -> Any:
         """The repository memory in the engine's tokenizer (created on first call; the open buffer is memory
@@ -240,6 +259,15 @@ class CompletionService:
 
             raise ModelLoadError(self.engine.error or "the model is still loading; try again in a moment")
 
+        stages: dict[str, float] = {}
+        mark = [t0]
+
+        def lap(stage: str) -> None:
+            now = time.perf_counter()
+            stages[stage] = round((now - mark[0]) * 1000, 3)
+            mark[0] = now
+
+        lap("lookup")  # splitting the document at the cursor, the memory generation, the cache
         context: list[ContextItem] = []
         if self.context_provider is not None:
             try:
@@ -247,6 +275,7 @@ class CompletionService:
             except Exception as exc:  # retrieval must never cost the user a completion
                 log.warning("context retrieval failed (%s); completing without repository context", exc)
 
+        lap("context")
         healer = self.healer()
         heal_removed = ""
         prompt_prefix, prompt_suffix = prefix, suffix
@@ -262,15 +291,18 @@ class CompletionService:
         prompt = self.builder.build(prompt_prefix, prompt_suffix, context, heal_removed=heal_removed,
                                     suffix_trim=suffix_plan.removed if suffix_plan else "")
         max_new = self.config.max_new_tokens_line if mode == "line" else self.config.max_new_tokens
+        lap("prompt")
         hook = None
         try:
             hook = self._memory_hook(prompt.prefix, text, line, path or uri)
         except Exception as exc:  # the memory must never cost the user a completion
             log.warning("repository memory unavailable for this request (%s); completing without it", exc)
+        lap("memory")
         gen = self.engine.generate(prompt.ids, max_new, mode=mode, cancel=cancel, heal_removed=heal_removed,
                                    base_indent=ctx.indent,
                                    extra_stop=suffix_plan.reached if suffix_plan is not None else None,
                                    memory=hook)
+        lap("generate")
         if suffix_plan is not None:
             gen.text = suffix_plan.trim(gen.text)
         if gen.stop_reason == "cancelled":
@@ -284,11 +316,16 @@ class CompletionService:
                           memory_tokens=gen.memory_tokens)
         if suggestion and gen.copied:
             outcome.sources = self._sources(gen.copied, path or uri, line)
+        lap("postprocess")
         if suggestion and self.screen is not None and self.config.screening.enabled:
             # The screen counts columns in code points (LSP sends UTF-16 units): that is the line prefix's length.
             self._apply_screen(outcome, text, line, len(line_prefix), language)
+        lap("screen")
         if outcome.text:
             self.cache.put(uri, prefix, suffix, outcome.text)
+        stages["total"] = round((time.perf_counter() - t0) * 1000, 3)
+        outcome.stages_ms = stages
+        self.stage_history.append(stages)
         outcome.latency_ms = (time.perf_counter() - t0) * 1000
         return outcome
 

@@ -119,6 +119,12 @@ async def test_incremental_change_then_typed_ahead_cache_hit(client: LanguageCli
         types.ExecuteCommandParams(command="protege.status", arguments=[]))
     assert status["cache"]["typedAheadHits"] >= 1
     assert status["model"]["state"] == "ready"
+    # Where the model request's time went; the typed-ahead hit is not a model request.
+    stages = status["latency"]
+    assert stages["requests"] >= 1
+    parts = ("lookup", "context", "prompt", "memory", "generate", "postprocess", "screen")
+    assert set(parts) <= set(stages) and stages["generate"] > 0
+    assert sum(stages[p] for p in parts) <= stages["total"] * 1.5 + 1  # medians of parts of one total
 
 
 async def test_bad_positions_and_unknown_documents_then_still_serving(client: LanguageClient) -> None:
