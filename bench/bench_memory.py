@@ -10,10 +10,14 @@ with the rest of that line. Three conditions, side by side in one run:
 * ``mixture``: the server with its defaults (the memory mixed into every decoding step).
 
 Also: memory build time and size per 1M tokens, query cost, and a save's update time. ``--fit`` fits
-the mixture weights on *other* repositories (never the evaluated ones) and writes them beside the model.
+the mixture weights on *other* repositories (never the evaluated ones) and writes them beside the model,
+then the mixture's ``stop_below`` (decoding stops before a token less likely than that): the threshold
+that maximises exact match of in-process served completions on those repositories; ``--fit-stop`` fits
+only the threshold, keeping the model's tables.
 
     python bench/bench_memory.py                                   # click + pyparsing, 200 lines each
     python bench/bench_memory.py --fit --fit-repos httpx typer tenacity
+    python bench/bench_memory.py --fit-stop
 """
 
 from __future__ import annotations
@@ -311,6 +315,39 @@ def observations(engine: Any, repo: Path, heldout: list[tuple[str, str]], n_line
     return out
 
 
+def stop_cases(engine: Any, repo: Path, heldout: list[tuple[str, str]], n_lines: int, seed: int,
+               weights: Any) -> list[tuple[str, list[float], list[int], int, str]]:
+    """In-process served completions (memory on, never stopping early) of held-out line remainders, with
+    each generated token's probability: what ``fit_stop`` needs to choose ``stop_below``."""
+    from dataclasses import replace
+
+    from server.config import ProtegeConfig
+    from server.pipeline import CompletionService
+
+    service = CompletionService(ProtegeConfig(), engine)
+    mem = service.ensure_memory()
+    mem.build(repo)
+    service._mix = replace(weights, stop_below=0.0)
+    texts = dict(heldout)
+    out = []
+    for c in cut_cases(heldout, n_lines, seed):
+        lines = texts[c["path"]].split("\n")
+        doc = "\n".join(lines[: c["line"]] + [lines[c["line"]][: c["col"]]] + lines[c["line"] + 1:])
+        outcome = service.complete((repo / c["path"]).as_uri(), doc, c["line"], c["col"], path=c["path"])
+        gen = outcome.generation
+        if gen is None:  # a cache hit or an empty prompt: nothing to cut
+            out.append((outcome.text, [], [], 0, c["target"]))
+            continue
+        # The suggestion is the generated text after post-processing, which only shortens its end.
+        ends = [min(e, len(outcome.text)) for e in gen.token_ends]
+        out.append((outcome.text, gen.token_probs, ends, gen.first_free, c["target"]))
+    return out
+
+
+def exact_match(preds: list[str], targets: list[str]) -> float:
+    return statistics.fmean(float(first_line(p) == t) for p, t in zip(preds, targets, strict=True))
+
+
 # -- main ---------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
@@ -335,10 +372,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             repo, heldout, _ = split_repo(pkg, work / "fit", args.seed)
             obs.extend(observations(engine, repo, heldout, args.fit_lines, args.seed))
         weights = fit_weights(obs, fitted_on={"repos": args.fit_repos, "lines_per_repo": args.fit_lines})
+    if args.fit or args.fit_stop:
+        from dataclasses import replace
+
+        from distill_code.memory_mix import fit_stop, load_weights
+
+        if not args.fit:
+            weights, _ = load_weights(Path(model))
+        rows: list[Any] = []
+        for pkg in args.fit_repos:
+            repo, heldout, _ = split_repo(pkg, work / "fit", args.seed)
+            rows.extend(stop_cases(engine, repo, heldout, args.fit_lines, args.seed, weights))
+        stop, by_threshold = fit_stop(rows, exact_match)
+        weights = replace(weights, stop_below=stop, fitted_on={**weights.fitted_on, "stop_below_exact_match": {
+            str(t): round(v, 4) for t, v in by_threshold.items()}})
+        print(f"stop_below fitted on {args.fit_repos} ({len(rows)} lines): {stop} "
+              f"(exact match {by_threshold[0.0]:.3f} without, {by_threshold[stop]:.3f} with)")
         path = weights.save(Path(model))
         report["fit"] = {"path": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
                          **weights.to_dict()}
-        print(f"fitted mixture weights on {args.fit_repos} ({len(obs)} positions) -> {path}")
+        print(f"{'fitted mixture weights' if args.fit else 'kept the mixture tables'} on {args.fit_repos} -> {path}")
         for name, table in weights.to_dict().items():
             if isinstance(table, list) and name != "length_edges":
                 print(f"  {name:17s}", table)
@@ -386,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="model directory (default: the shipped starter student)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--fit", action="store_true", help="fit the mixture weights first and save them beside the model")
+    p.add_argument("--fit-stop", action="store_true", help="fit only stop_below (keep the model's mixture tables)")
     p.add_argument("--fit-repos", nargs="+", default=["httpx", "typer", "tenacity"])
     p.add_argument("--fit-lines", type=int, default=300)
     p.add_argument("--work", default=None, help="keep the work directory here")

@@ -54,6 +54,10 @@ class MixWeights:
     dense_confident: tuple[float, ...] = DEFAULT_DENSE_CONFIDENT
     source: str = "default"
     fitted_on: dict[str, Any] = field(default_factory=dict)
+    # Decoding stops before a token whose mixed probability is below this (after the first token of the
+    # suggestion): an unsure tail is more often wrong than right, and a shorter suggestion that is right
+    # is worth more than a longer one that is not. 0 never stops; fitted with the tables (``fit_stop``).
+    stop_below: float = 0.0
 
     def weight(self, length: int, sparse: bool, model_top: float = 0.0) -> float:
         """λ for a match of ``length`` tokens; ``model_top`` is the model's own top probability."""
@@ -65,7 +69,8 @@ class MixWeights:
 
     def to_dict(self) -> dict[str, Any]:
         return {"length_edges": list(LENGTH_EDGES), "confident": CONFIDENT,
-                **{name: list(getattr(self, name)) for name in TABLES}, "fitted_on": self.fitted_on}
+                **{name: list(getattr(self, name)) for name in TABLES}, "stop_below": self.stop_below,
+                "fitted_on": self.fitted_on}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str) -> MixWeights:
@@ -81,7 +86,11 @@ class MixWeights:
                                  f"(one per match-length bucket {list(LENGTH_EDGES)})")
             out.append(tuple(float(v) for v in values))
         fitted = raw.get("fitted_on")
-        return cls(out[0], out[1], out[2], out[3], source=source, fitted_on=fitted if isinstance(fitted, dict) else {})
+        stop = raw.get("stop_below", 0.0)
+        if isinstance(stop, bool) or not isinstance(stop, int | float) or not 0.0 <= stop < 1.0:
+            raise ValueError("memory mix 'stop_below' must be a number in [0, 1)")
+        return cls(out[0], out[1], out[2], out[3], source=source, fitted_on=fitted if isinstance(fitted, dict) else {},
+                   stop_below=float(stop))
 
     def save(self, model_dir: Path) -> Path:
         path = model_dir / FILE_NAME
@@ -180,3 +189,32 @@ def _fill(values: list[float | None], default: Sequence[float]) -> tuple[float, 
     for i in range(1, len(out)):
         out[i] = max(out[i], out[i - 1])
     return tuple(out)
+
+
+STOP_GRID = (0.0, 0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+
+
+def cut_unsure(text: str, probs: Sequence[float], ends: Sequence[int], first_free: int, threshold: float) -> str:
+    """``text`` as decoding with ``stop_below=threshold`` would have left it: cut before the first token
+    (past the first free one) whose probability is below the threshold. ``ends[i]`` is where token ``i``
+    ends in ``text``; tokens before ``first_free`` were forced (token healing) and never stop."""
+    if threshold <= 0.0:
+        return text
+    for i in range(first_free + 1, len(probs)):
+        if probs[i] < threshold:
+            return text[:max(0, ends[i - 1])]
+    return text
+
+
+def fit_stop(cases: Iterable[tuple[str, Sequence[float], Sequence[int], int, str]],
+             score: Any) -> tuple[float, dict[float, float]]:
+    """The ``stop_below`` that maximises ``score(predictions, targets)`` (exact match, say) over ``cases``
+    of (suggestion, token probabilities, token ends, first free token, target); returns it with the score
+    of every threshold tried. Ties go to the smaller threshold (stopping less)."""
+    rows = list(cases)
+    scores: dict[float, float] = {}
+    for t in STOP_GRID:
+        preds = [cut_unsure(text, probs, ends, first, t) for text, probs, ends, first, _ in rows]
+        scores[t] = float(score(preds, [target for *_, target in rows]))
+    best = max(STOP_GRID, key=lambda t: (scores[t], -t))
+    return best, scores

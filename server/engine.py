@@ -77,6 +77,12 @@ class GenerationResult:
     token_ids: list[int] = field(default_factory=list)
     memory_tokens: int = 0  # generated tokens the memory decided
     copied: list[CopiedSpan] = field(default_factory=list)
+    # Per generated token: its probability under the distribution it was chosen from (the mixture when
+    # the memory took part), and where it ends in ``text``; tokens before ``first_free`` were forced by
+    # token healing. Benchmarks fit the memory mix's ``stop_below`` from these.
+    token_probs: list[float] = field(default_factory=list)
+    token_ends: list[int] = field(default_factory=list)
+    first_free: int = 0
 
 
 class Engine:
@@ -258,6 +264,10 @@ class Engine:
             self.stats.setdefault("memory_tokens", 0)
             copied: list[CopiedSpan] = []
             memory_tokens = 0
+            token_probs: list[float] = []
+            token_ends: list[int] = []
+            first_free = -1
+            stop_below = float(getattr(memory.weights, "stop_below", 0.0)) if memory is not None else 0.0
             try:
                 while len(generated) < max_new_tokens:
                     if cancel is not None and cancel.is_set():
@@ -283,9 +293,16 @@ class Engine:
                             remaining = self.healer.advance(remaining, next_id)
                     else:
                         next_id = int(torch.argmax(logits))
+                        if first_free < 0:
+                            first_free = len(generated)
                     if next_id in self._stop_ids:
                         reason = "eos"
                         break
+                    p_chosen = float(torch.softmax(logits.float(), -1)[next_id])
+                    if stop_below > 0.0 and first_free >= 0 and len(generated) > first_free and p_chosen < stop_below:
+                        reason = "unsure"  # the rest would more likely be wrong than right
+                        break
+                    token_probs.append(p_chosen)
                     from_memory = None
                     if lam > 0.0 and match is not None and model_probs is not None and next_id in match.next_counts:
                         p_mem = match.next_counts[next_id] / max(1, sum(match.next_counts.values()))
@@ -298,6 +315,7 @@ class Engine:
                     # The healer's decode keeps a SentencePiece first-token space that tokenizer.decode drops.
                     text = (self.healer.decode(generated) if self.healer is not None
                             else self.tokenizer.decode(generated, skip_special_tokens=False))
+                    token_ends.append(max(0, len(text) - len(heal_removed)))
                     if not remaining and (self._should_stop(text, heal_removed, mode, base_indent)
                                           or (extra_stop is not None and extra_stop(text))):
                         reason = "stop"
@@ -348,7 +366,9 @@ class Engine:
             self.stats["memory_tokens"] += memory_tokens
             return GenerationResult(text=text, tokens=len(generated), prompt_tokens=len(prompt_ids),
                                     reused_tokens=reused, elapsed_s=elapsed, stop_reason=reason,
-                                    token_ids=generated, memory_tokens=memory_tokens, copied=copied)
+                                    token_ids=generated, memory_tokens=memory_tokens, copied=copied,
+                                    token_probs=token_probs, token_ends=token_ends,
+                                    first_free=first_free if first_free >= 0 else len(generated))
 
     @staticmethod
     def _should_stop(text: str, heal_removed: str, mode: Mode, base_indent: int | None) -> bool:

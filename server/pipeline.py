@@ -97,6 +97,7 @@ class Outcome:
     memory_tokens: int = 0  # generated tokens the repository memory decided
     sources: list[dict[str, Any]] = field(default_factory=list)  # copied spans: path, line, tokens
     stages_ms: dict[str, float] = field(default_factory=dict)  # where the time went (model requests only)
+    generation: Any = None  # the engine's GenerationResult (model requests only; benchmarks read it)
 
 
 STAGES = ("lookup", "context", "prompt", "memory", "generate", "postprocess", "screen")
@@ -313,7 +314,7 @@ class CompletionService:
         outcome = Outcome(text=suggestion, source="model" if suggestion else "none", latency_ms=0.0, mode=mode,
                           generated_tokens=gen.tokens, reused_tokens=gen.reused_tokens,
                           prompt_tokens=gen.prompt_tokens, decode_s=gen.elapsed_s, context=prompt.context,
-                          memory_tokens=gen.memory_tokens)
+                          memory_tokens=gen.memory_tokens, generation=gen)
         if suggestion and gen.copied:
             outcome.sources = self._sources(gen.copied, path or uri, line)
         lap("postprocess")

@@ -232,3 +232,22 @@ def test_saved_status_reads_meta_without_numpy_and_reports_corruption(tmp_path: 
     assert "unreadable" in status[1]["error"]
     with pytest.raises(ValueError, match="not uint8"):
         npy_bytes(good / "memory.npz", "tokens")
+
+
+def test_fit_stop_picks_the_threshold_that_maximises_the_score() -> None:
+    from distill_code.memory_mix import STOP_GRID, cut_unsure, fit_stop
+
+    def em(preds: list[str], targets: list[str]) -> float:
+        return sum(p == t for p, t in zip(preds, targets, strict=True)) / len(targets)
+
+    # "None" then an unsure ", x" (p 0.1): the target is the sure part, so cutting at 0.15 wins.
+    unsure_tail = ("None, x", [0.9, 0.1, 0.05], [4, 5, 7], 0, "None")
+    # A right suggestion whose second token is only fairly sure (p 0.3): a threshold above it loses it.
+    fair = ("a + b", [0.8, 0.3, 0.9], [1, 3, 5], 0, "a + b")
+    best, scores = fit_stop([unsure_tail, fair], em)
+    assert scores[0.0] == 0.5 and scores[best] == 1.0 and 0.1 < best <= 0.3
+    assert set(scores) == set(STOP_GRID)
+    # Forced (healed) tokens never stop, nor does the first free one.
+    assert cut_unsure("abc", [0.01, 0.01, 0.9], [1, 2, 3], 1, 0.5) == "abc"
+    assert cut_unsure("abc", [0.9, 0.9, 0.01], [1, 2, 3], 0, 0.5) == "ab"
+    assert cut_unsure("abc", [0.9, 0.9, 0.01], [1, 2, 3], 0, 0.0) == "abc"
