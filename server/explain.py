@@ -434,7 +434,8 @@ def _summarize(exp: Explanation, req: ExplainRequest, ctx: ExplainContext, lines
         exp.summary_note = f"the model failed ({exc})"
         return
     if not exp.summary.text:
-        exp.summary_note = "the model produced no text for this code"
+        exp.summary_note = (f"the local model's text did not read as a summary ({exp.summary.discarded})"
+                            if exp.summary.discarded else "the model produced no text for this code")
 
 
 def safe_lookup(fn: Callable[[str], list[Any]], name: str) -> list[Any]:

@@ -40,11 +40,12 @@ class Summary:
     stop_reason: str
     elapsed_ms: float
     cached: bool = False
+    discarded: str | None = None  # why the generated text was not shown (``text`` is then empty)
 
     def to_dict(self) -> dict[str, Any]:
         return {"text": self.text, "generated": True, "model": self.model, "tokens": self.tokens,
                 "promptTokens": self.prompt_tokens, "stopReason": self.stop_reason,
-                "elapsedMs": round(self.elapsed_ms, 1), "cached": self.cached}
+                "elapsedMs": round(self.elapsed_ms, 1), "cached": self.cached, "discarded": self.discarded}
 
 
 @dataclass
@@ -127,6 +128,29 @@ def clean_summary(text: str, style: str, stop_strings: tuple[str, ...]) -> str:
     return text
 
 
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]+")
+
+
+def unusable(text: str) -> str | None:
+    """Why ``text`` does not read as a summary (None when it does): a small model sometimes writes hex
+    runs, symbol soup or one word over and over, which is worse than no summary at all."""
+    if not text:
+        return None
+    words = _WORD.findall(text)
+    visible = [c for c in text if not c.isspace()]
+    letters = sum(c.isalpha() for c in visible)
+    if letters < 0.6 * len(visible):
+        return "mostly symbols and digits"
+    if len(words) < 3:
+        return "fewer than three words"
+    counts: dict[str, int] = {}
+    for w in words:
+        counts[w.lower()] = counts.get(w.lower(), 0) + 1
+    if len(words) >= 6 and max(counts.values()) > 0.4 * len(words):
+        return "one word repeated"
+    return None
+
+
 def generate_summary(engine: Any, prompt: SummaryPrompt, max_new_tokens: int, prompt_budget: int,
                      cancel: threading.Event | None = None) -> Summary:
     """Run the student on the docstring slot. Raises ``ExplainCancelled`` when ``cancel`` is set."""
@@ -144,8 +168,11 @@ def generate_summary(engine: Any, prompt: SummaryPrompt, max_new_tokens: int, pr
     if gen.stop_reason == "cancelled":
         raise ExplainCancelled()
     text = clean_summary(gen.text, prompt.style, engine.template.stop_strings())
-    summary = Summary(text, Path(engine.model_path).name or engine.model_path, gen.tokens, gen.prompt_tokens,
-                      gen.stop_reason, gen.elapsed_s * 1000)
+    reason = unusable(text)
+    if reason:
+        log.info("generated summary not shown (%s): %r", reason, text[:120])
+    summary = Summary("" if reason else text, Path(engine.model_path).name or engine.model_path, gen.tokens,
+                      gen.prompt_tokens, gen.stop_reason, gen.elapsed_s * 1000, discarded=reason)
     with _cache_lock:
         _cache[key] = summary
         while len(_cache) > _CACHE_SIZE:

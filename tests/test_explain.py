@@ -16,7 +16,7 @@ from server.explain import ExplainCancelled, ExplainContext, ExplainInputError, 
 from server.explain_cli import parse_location
 from server.explain_code import code_language, outline, word_at
 from server.explain_hover import hover
-from server.explain_summary import build_prompt, clean_summary, fit_prompt, generate_summary
+from server.explain_summary import build_prompt, clean_summary, fit_prompt, generate_summary, unusable
 from server.features.explain import parse_arguments
 
 SOURCE = '''import subprocess
@@ -162,6 +162,16 @@ def test_clean_summary() -> None:
     assert clean_summary("Adds.\n\nMore text", "docstring", stops) == "Adds."
     assert clean_summary("sums two numbers<|endoftext|>junk", "comment", stops) == "sums two numbers"
     assert clean_summary("// sums\nfunction", "comment", stops) == "sums"
+
+
+def test_unreadable_summaries_are_not_shown() -> None:
+    # What the v1 starter student wrote for a function in the VS Code e2e run, and other noise.
+    assert unusable("0x00 -> 0x00 -> 0x00 -> 0x00'") == "mostly symbols and digits"
+    assert unusable("the the the the the the the") == "one word repeated"
+    assert unusable("total") == "fewer than three words"
+    assert unusable("") is None
+    assert unusable("Return the subtotal with tax added, rounded to cents.") is None
+    assert unusable("Parse `x` into a list of (key, value) pairs.") is None
 
 
 def test_generated_summary_budget_cache_and_cancel(engine) -> None:  # noqa: ANN001
