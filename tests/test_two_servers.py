@@ -67,6 +67,13 @@ def test_two_servers_on_one_workspace(tmp_path: Path, monkeypatch: pytest.Monkey
         _execute(reader, "s1", "protege.search", {"query": "handler_5_2", "k": 5})
         assert any(h["path"] == "module_05.py" for h in _hits(reader.wait_for("s1", timeout=120)))
 
+        # A search in the reading window is answered by the owner's server (its socket): the same hybrid
+        # ranking, vectors included, as in the owning window itself.
+        question = "transform the payload of a request on every retry attempt"
+        _execute(reader, "q-r", "protege.search", {"query": question, "k": 5})
+        _execute(writer, "q-w", "protege.search", {"query": question, "k": 5})
+        assert _hits(reader.wait_for("q-r", timeout=120)) == _hits(writer.wait_for("q-w", timeout=120))
+
         # One writes (a changed file) while the other keeps searching.
         changed = ws / "module_03.py"
         changed.write_text(changed.read_text() + "\n\ndef brand_new_helper(order):\n    return order.total\n")

@@ -119,9 +119,25 @@ def register(ls: ProtegeServer) -> None:
             raise JsonRpcInvalidParams("protege.search expects {\"query\": \"non-empty text\", \"k\": positive int}")
         index = await _index(ls)
         loop = asyncio.get_running_loop()
-        hits = await loop.run_in_executor(ls.executor, lambda: index.search(query, k=min(k, 100)))
+
+        def run() -> list[dict[str, Any]]:
+            if not index.owns_store():
+                # Another window's server owns the vector store: its hybrid search (vectors included)
+                # answers over the search socket; without it, this catalog's BM25 and definitions do.
+                from indexing.search_socket import query as ask_owner
+
+                try:
+                    served = ask_owner(index.cache_dir, query, min(k, 100))
+                except (RuntimeError, ValueError) as exc:
+                    log.info("the window owning the index could not search (%s); searching here", exc)
+                    served = None
+                if served is not None:
+                    return served
+            return [asdict(h) for h in index.search(query, k=min(k, 100))]
+
+        hits = await loop.run_in_executor(ls.executor, run)
         root = Path(index.root)
-        return [{**asdict(h), "uri": from_fs_path(str(root / h.path))} for h in hits]
+        return [{**h, "uri": from_fs_path(str(root / h["path"]))} for h in hits]
 
     @ls.feature(types.TEXT_DOCUMENT_DID_SAVE)
     def did_save(params: types.DidSaveTextDocumentParams) -> None:

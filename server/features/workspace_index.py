@@ -110,6 +110,9 @@ def _serve_searches(ls: ProtegeServer, index: Any) -> None:
         # stay on the index thread), so a search never waits behind an index update.
         return [asdict(h) for h in index.search(query, k, vectors)]
 
+    if not index.owns_store():  # the owner's server answers, with vectors
+        log.info("not serving `protege search` for %s: another process owns its vector store", index.root)
+        return
     try:
         ls.search_socket = SearchSocket(socket_path(index.cache_dir), search).start()
     except OSError as exc:  # another window's server has it, or the path is too long for a socket
