@@ -1,6 +1,7 @@
 """Two servers on one workspace (two editor windows), issue 18 item 4: both index at once, one writes
-while the other searches; every request is answered, the single-writer lock keeps writes apart, and
-the index on disk is consistent afterwards (nothing lost or duplicated)."""
+while the other searches; every request is answered, one process owns the vector store (the other
+reads the catalog and forwards its searches), and the index on disk is consistent afterwards (nothing
+lost or duplicated)."""
 
 from __future__ import annotations
 
@@ -9,21 +10,13 @@ from typing import Any
 
 import pytest
 from rawlsp import RawClient
+from test_index_crash import _workspace
 
 from indexing import IndexConfig, RepoIndex
 from indexing.chunker import ChunkLimits, chunk_file
 from indexing.languages import language_for
 
 N_FILES = 8
-
-
-def _workspace(root: Path) -> None:
-    for i in range(N_FILES):
-        funcs = "\n\n".join(
-            f"def handler_{i}_{j}(request, retries={j}):\n    \"\"\"Handle request {i}.{j}.\"\"\"\n"
-            f"    payload = request.get('body', {{}})\n    for attempt in range(retries):\n"
-            f"        payload = transform_{j}(payload, attempt)\n    return payload" for j in range(3))
-        (root / f"module_{i:02d}.py").write_text(f'"""Module {i}."""\n\n{funcs}\n')
 
 
 def _execute(client: RawClient, id_: str, command: str, *args: Any) -> None:
@@ -39,7 +32,7 @@ def _hits(resp: dict[str, Any]) -> list[dict[str, Any]]:
 def test_two_servers_on_one_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
-    _workspace(ws)
+    _workspace(ws, N_FILES)
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}  # one cache: both windows share the index
     options = {"index": {"enabled": True}, "memory": {"enabled": True}}
     a, b = RawClient(env=env), RawClient(env=env)
