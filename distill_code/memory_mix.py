@@ -207,14 +207,17 @@ def cut_unsure(text: str, probs: Sequence[float], ends: Sequence[int], first_fre
 
 
 def fit_stop(cases: Iterable[tuple[str, Sequence[float], Sequence[int], int, str]],
-             score: Any) -> tuple[float, dict[float, float]]:
+             score: Any, min_gain: float = 0.005) -> tuple[float, dict[float, float]]:
     """The ``stop_below`` that maximises ``score(predictions, targets)`` (exact match, say) over ``cases``
     of (suggestion, token probabilities, token ends, first free token, target); returns it with the score
-    of every threshold tried. Ties go to the smaller threshold (stopping less)."""
+    of every threshold tried. Ties go to the smaller threshold (stopping less), and a threshold must beat
+    never stopping by ``min_gain`` (a one-case gain is noise, and stopping costs the user the tail)."""
     rows = list(cases)
     scores: dict[float, float] = {}
     for t in STOP_GRID:
         preds = [cut_unsure(text, probs, ends, first, t) for text, probs, ends, first, _ in rows]
         scores[t] = float(score(preds, [target for *_, target in rows]))
     best = max(STOP_GRID, key=lambda t: (scores[t], -t))
+    if scores[best] < scores[0.0] + min_gain:
+        best = 0.0
     return best, scores

@@ -247,6 +247,8 @@ def test_fit_stop_picks_the_threshold_that_maximises_the_score() -> None:
     best, scores = fit_stop([unsure_tail, fair], em)
     assert scores[0.0] == 0.5 and scores[best] == 1.0 and 0.1 < best <= 0.3
     assert set(scores) == set(STOP_GRID)
+    # A gain under min_gain is noise: never stopping stays.
+    assert fit_stop([unsure_tail, fair], em, min_gain=0.6)[0] == 0.0
     # Forced (healed) tokens never stop, nor does the first free one.
     assert cut_unsure("abc", [0.01, 0.01, 0.9], [1, 2, 3], 1, 0.5) == "abc"
     assert cut_unsure("abc", [0.9, 0.9, 0.01], [1, 2, 3], 0, 0.5) == "ab"

@@ -20,7 +20,7 @@
  */
 
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -233,6 +233,11 @@ let currentPage;
 
 async function main() {
   mkdirSync(OUT, { recursive: true });
+  for (const name of readdirSync(OUT)) {
+    if (name.endsWith(".png") || name === "report.json") {
+      rmSync(join(OUT, name), { force: true }); // this run's files only
+    }
+  }
   for (const [what, path] of [["packaged extension (npm run package)", VSIX], ["code-server (./setup.sh)", CODE_SERVER],
     ["Protege executable", PROTEGE], ["Chromium", CHROMIUM]]) {
     if (!existsSync(path)) {
