@@ -58,8 +58,16 @@ def test_kl_matches_textbook_formula_and_direction(seed: int) -> None:
     s, t = _logits(seed), _logits(seed + 7)
     assert L.forward_kl(s, t).item() == pytest.approx(_ref_kl(t, s).mean().item(), rel=1e-9)
     assert L.reverse_kl(s, t).item() == pytest.approx(_ref_kl(s, t).mean().item(), rel=1e-9)
-    # KL is asymmetric: the two directions really are different losses.
-    assert L.forward_kl(s, t).item() != pytest.approx(L.reverse_kl(s, t).item(), rel=1e-3)
+
+
+def test_kl_directions_differ() -> None:
+    # KL is asymmetric: the two directions really are different losses. (On random pairs they can agree to
+    # 0.1% by chance -- hypothesis found seed pairs at 4.5137 vs 4.5152 -- so this uses a pair that cannot.)
+    s = torch.zeros(1, 1, 8, dtype=torch.float64)  # uniform student
+    t = torch.tensor([[[6.0, 0, 0, 0, 0, 0, 0, 0]]], dtype=torch.float64)  # peaked teacher
+    assert L.forward_kl(s, t).item() == pytest.approx(_ref_kl(t, s).mean().item(), rel=1e-9)
+    fkl, rkl = L.forward_kl(s, t).item(), L.reverse_kl(s, t).item()
+    assert min(fkl, rkl) > 0 and abs(fkl - rkl) > 0.2 * max(fkl, rkl), (fkl, rkl)
 
 
 @SETTINGS
