@@ -298,7 +298,14 @@ class Engine:
                     if next_id in self._stop_ids:
                         reason = "eos"
                         break
-                    p_chosen = float(torch.softmax(logits.float(), -1)[next_id])
+                    # The chosen token's probability, from what this step already computed where it can
+                    # (mixed logits are log-probabilities; unmixed ones have model_probs when matched).
+                    if lam > 0.0:
+                        p_chosen = float(torch.exp(logits[next_id]))
+                    elif model_probs is not None:
+                        p_chosen = float(model_probs[next_id])
+                    else:
+                        p_chosen = float(torch.softmax(logits.float(), -1)[next_id])
                     if stop_below > 0.0 and first_free >= 0 and len(generated) > first_free and p_chosen < stop_below:
                         reason = "unsure"  # the rest would more likely be wrong than right
                         break
