@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -72,18 +73,31 @@ class FileSpan:
     length: int
 
 
+def suffix_array(tokens: np.ndarray) -> np.ndarray:
+    """The suffix array of an int32 token stream, ordered as ``Shard.ranges`` compares (a shorter suffix
+    first, SEP above every id). Streams whose ids fit in 16 bits (every tokenizer this project ships) are
+    sorted as 2-byte symbols, SEP mapped to 0xFFFF: about twice as fast as 4-byte symbols, same order."""
+    import pydivsufsort
+
+    if tokens.shape[0] == 0:
+        return np.zeros(0, dtype=np.int32)
+    ids = tokens[tokens != SEP]
+    if ids.shape[0] == 0 or (int(ids.min()) >= 0 and int(ids.max()) < 0xFFFF):
+        small = np.where(tokens == SEP, 0xFFFF, tokens).astype(np.uint16)
+        return pydivsufsort.divsufsort(small).astype(np.int32, copy=False)
+    return pydivsufsort.divsufsort(tokens).astype(np.int32, copy=False)
+
+
 class Shard:
     """One suffix array over a token stream of files between separators."""
 
     def __init__(self, tokens: np.ndarray, files: list[FileSpan], sa: np.ndarray | None = None) -> None:
-        import pydivsufsort
-
         self.tokens = np.ascontiguousarray(tokens, dtype=np.int32)
         self.files = files
         self.n = int(self.tokens.shape[0])
         self.rev = np.ascontiguousarray(self.tokens[::-1])
         self.sa = (np.ascontiguousarray(sa, dtype=np.int32) if sa is not None
-                   else pydivsufsort.divsufsort(self.rev).astype(np.int32, copy=False))
+                   else suffix_array(self.rev))
         if self.sa.shape[0] != self.n:
             raise ValueError(f"suffix array has {self.sa.shape[0]} entries for {self.n} tokens")
         # memoryviews index to Python ints several times faster than numpy scalars (the binary searches).
@@ -231,7 +245,7 @@ class RepoMemory:
         self.stats = MemoryStats()
         self._lock = threading.Lock()  # one build at a time
         self._buffer: tuple[str, Shard | None] = ("", None)
-        self._blocks: dict[str, list[int]] = {}  # buffer text block -> token ids
+        self._blocks: dict[str, np.ndarray] = {}  # buffer text block -> token ids
 
     # -- building -----------------------------------------------------------------------
     def build(self, root: Path, read: Callable[[Path], Iterable[tuple[str, str]]] | None = None) -> MemoryStats:
@@ -356,25 +370,27 @@ class RepoMemory:
         if cached_key == key:
             return cached
         items: list[tuple[str, str, Sequence[int] | np.ndarray]] = []
-        for name, part in (("<buffer:before>", before), ("<buffer:after>", after)):
-            ids = self._block_tokens(part)
-            if ids:
+        for name, part, first in (("<buffer:before>", before, 0), ("<buffer:after>", after, line + 1)):
+            ids = self._block_tokens(part, first)
+            if len(ids):
                 items.append((name, "", ids))
         shard = Shard.from_token_lists(items) if items else None
         self._buffer = (key, shard)
         return shard
 
-    def _block_tokens(self, lines: list[str]) -> list[int]:
-        """Token ids of ``lines`` joined by newlines, tokenized in cached blocks of BUFFER_BLOCK_LINES lines."""
-        blocks = ["\n".join(lines[i: i + BUFFER_BLOCK_LINES]) + ("\n" if i + BUFFER_BLOCK_LINES < len(lines) else "")
-                  for i in range(0, len(lines), BUFFER_BLOCK_LINES)]
+    def _block_tokens(self, lines: list[str], first: int = 0) -> np.ndarray:
+        """Token ids of ``lines`` (document lines ``first``...) joined by newlines, tokenized in cached blocks
+        that end at multiples of BUFFER_BLOCK_LINES document lines: the blocks do not shift when the cursor
+        moves, so only the one or two around the cursor are new."""
+        cuts = [0, *range(-first % BUFFER_BLOCK_LINES or BUFFER_BLOCK_LINES, len(lines), BUFFER_BLOCK_LINES)]
+        if cuts[-1] != len(lines):
+            cuts.append(len(lines))
+        blocks = ["\n".join(lines[a:b]) + ("\n" if b < len(lines) else "") for a, b in itertools.pairwise(cuts) if b > a]
         missing = [b for b in dict.fromkeys(blocks) if b not in self._blocks]
         if missing:
             for b, ids in zip(missing, self.encode(missing), strict=True):
-                self._blocks[b] = ids
-        out: list[int] = []
-        for b in blocks:
-            out.extend(self._blocks[b])
+                self._blocks[b] = np.asarray(ids, dtype=np.int32)
+        out = np.concatenate([self._blocks[b] for b in blocks]) if blocks else np.zeros(0, dtype=np.int32)
         if len(self._blocks) > 4 * BUFFER_BLOCK_CACHE:
             keep = set(blocks)
             self._blocks = {b: v for b, v in self._blocks.items() if b in keep}

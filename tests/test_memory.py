@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distill_code.memory_mix import LENGTH_EDGES, MixWeights, Observation, fit_weights, load_weights, mix
-from indexing.memory import RepoMemory, Shard, query_shards
+from indexing.memory import BUFFER_BLOCK_LINES, SEP, RepoMemory, Shard, query_shards, suffix_array
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -172,6 +172,36 @@ def test_buffer_shard_skips_the_cursor_line_and_is_cached(tok) -> None:
     m = mem.query(ids(tok, "y = compute_")[1:], shard)
     assert m.length >= 2 and m.best() == next_id(tok, "x = compute_", "total")
     assert mem.buffer_shard(text.replace("compute_tot\n", "compute_tota\n"), 1) is shard  # typing on the line
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 6), min_size=0, max_size=80), st.booleans())
+def test_suffix_array_orders_as_ranges_compares(raw: list[int], wide: bool) -> None:
+    # The 2-byte fast path and the 4-byte one (ids past 0xFFFF) both give the order ranges() searches:
+    # SEP above every id, a shorter suffix first.
+    tokens = np.array([SEP if t == 6 else t + (70_000 if wide else 0) for t in raw], dtype=np.int32)
+    key = [[SEP if t == SEP else int(t) for t in tokens[i:]] for i in range(len(tokens))]
+    assert suffix_array(tokens).tolist() == sorted(range(len(tokens)), key=lambda i: key[i])
+
+
+def test_buffer_blocks_stay_put_when_the_cursor_moves(tok) -> None:
+    # Blocks end at fixed document lines, so moving the cursor tokenizes only the blocks around it.
+    calls: list[int] = []
+
+    def encode(texts: list[str]) -> list[list[int]]:
+        calls.append(len(texts))
+        return [list(x) for x in tok(texts, add_special_tokens=False)["input_ids"]]
+
+    mem = RepoMemory(encode, "starter")
+    text = "\n".join(f"value_{i} = compute(item_{i})" for i in range(10 * BUFFER_BLOCK_LINES))
+    mem.buffer_shard(text, 3 * BUFFER_BLOCK_LINES + 5)
+    first = sum(calls)
+    calls.clear()
+    shard = mem.buffer_shard(text, 6 * BUFFER_BLOCK_LINES + 9)
+    assert first >= 10 and sum(calls) <= 4  # the old and the new cursor block, split at the cursor
+    assert shard is not None
+    m = mem.query(ids(tok, "value_7 = compute(item_")[1:], shard)
+    assert m.best() == next_id(tok, "value_7 = compute(item_", "7")
 
 
 def test_mix_is_a_distribution_and_weights_follow_buckets() -> None:
