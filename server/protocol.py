@@ -133,3 +133,19 @@ class ProtegeProtocol(LanguageServerProtocol):
             return False
         self._answer(Malformed(None, True, JsonRpcParseError.CODE, f"Parse error: the message is not JSON ({error})"))
         return True
+
+    def cancel_pending_requests(self) -> int:
+        """Cancel the handlers of requests still queued (not the current one); return how many.
+
+        pygls 2.1's ``shutdown`` cancels them while iterating ``_request_futures``; a queued thread-pool
+        handler's cancel runs its done callback at once, which pops the dict mid-iteration and the
+        shutdown request fails with "dictionary changed size during iteration". Cancelling them here
+        first, over a copy, leaves pygls' loop nothing to cancel.
+        """
+        current = getattr(self, "msg_id", None)
+        n = 0
+        for msg_id, future in list(self._request_futures.items()):
+            if msg_id != current and not future.done() and future.cancel():
+                n += 1
+        return n
+

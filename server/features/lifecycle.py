@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 
+from server.protocol import ProtegeProtocol
 from server.screening import make_screen
 
 if TYPE_CHECKING:
@@ -112,6 +113,8 @@ def register(ls: ProtegeServer) -> None:
     def on_shutdown(*args: Any) -> None:
         """LSP ``shutdown``: stop decodes in flight and release the index's writer lock."""
         ls.stop_work()
+        if isinstance(ls.protocol, ProtegeProtocol):
+            ls.protocol.cancel_pending_requests()
 
     @ls.feature(types.EXIT)
     def on_exit(*args: Any) -> None:
