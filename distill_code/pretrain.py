@@ -437,6 +437,26 @@ def prepare_data(recipe: Recipe, resume: bool) -> tuple[Any, Any, list[str]]:
     return tok, train_texts, val_texts
 
 
+def _finished_teacher(recipe: Recipe, out: Path) -> Path:
+    """The teacher the student stage distils from: ``out/teacher/final``, or, in a fresh checkout where the
+    run directory is gone, the committed bf16 teacher once its state shows the whole token budget seen."""
+    final = out / "teacher" / "final"
+    if (final / "config.json").exists():
+        return final
+    if recipe.commit_dir:
+        committed = Path(recipe.commit_dir) / "teacher"
+        try:
+            tokens = json.loads((committed / "state.json").read_text())["state"]["tokens"]
+        except (OSError, ValueError, KeyError, TypeError):
+            tokens = -1
+        if tokens >= recipe.teacher.max_tokens and (committed / "model.safetensors").exists():
+            log.info("student stage: %s is missing; distilling from the committed teacher %s (bf16, %d tokens)",
+                     final, committed, tokens)
+            return committed
+    raise RecipeError(f"the student stage needs a finished teacher: {final} is missing (run the teacher stage "
+                      "to its token budget first)")
+
+
 def run_recipe(recipe: Recipe, resume: bool = False, stages: tuple[str, ...] = ("teacher", "student", "ship"),
                stop_after_minutes: float = 0.0) -> dict[str, Any]:
     """Run the recipe's stages; each writes under ``recipe.out_dir``. Returns the summary per stage.
@@ -492,7 +512,7 @@ def _run_stages(recipe: Recipe, resume: bool, stages: tuple[str, ...], stop_afte
         model.to(device)
         teacher: Any = None
         if role == "student":
-            teacher = AutoModelForCausalLM.from_pretrained(str(out / "teacher" / "final"), dtype=torch.float32)
+            teacher = AutoModelForCausalLM.from_pretrained(str(_finished_teacher(recipe, out)), dtype=torch.float32)
             teacher.to(device)
         train, val = data_for(cfg)
         log.info("%s: %.2fM params, %d train chunks", role, count_parameters(model) / 1e6, len(train.chunks))

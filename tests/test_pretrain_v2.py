@@ -225,3 +225,32 @@ def test_v2_recipe_loads_and_pins_every_package() -> None:
     t, s = build_llama(recipe.teacher.shape, 8192, 0), build_llama(recipe.student.shape, 8192, 0)
     n = [sum(p.numel() for p in m.parameters()) for m in (t, s)]
     assert n[0] >= 4 * n[1]
+
+
+def test_student_stage_distils_from_the_committed_teacher_in_a_fresh_clone(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from distill_code.pretrain import RecipeError, _finished_teacher, export_committed
+
+    recipe = load_recipe(ROOT / "recipes" / "starter-v2.toml")
+    recipe.commit_dir = str(tmp_path / "commit")
+    recipe.teacher.max_tokens = 1000
+    out = tmp_path / "run"  # a fresh clone: no run directory, so no teacher/final
+    with pytest.raises(RecipeError, match="needs a finished teacher"):
+        _finished_teacher(recipe, out)
+    teacher = _tiny(seed=3)
+    half = {"step": 3, "tokens": 600, "epoch": 0, "batch": 3, "elapsed": 1.0}
+    export_committed(teacher, half, {"train": [], "val": []}, tmp_path / "commit" / "teacher")
+    with pytest.raises(RecipeError):  # stopped half way: distilling from it would be a silent downgrade
+        _finished_teacher(recipe, out)
+    export_committed(teacher, {**half, "tokens": 1024}, {"train": [], "val": []}, tmp_path / "commit" / "teacher")
+    src = _finished_teacher(recipe, out)
+    assert src == tmp_path / "commit" / "teacher"
+    loaded = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32)
+    ids = torch.tensor([[5, 9, 200, 31]])
+    with torch.no_grad():
+        diff = (loaded(ids).logits - teacher(ids).logits).abs().max().item()
+    assert diff < 0.05  # the bf16 copy of the same weights
+    # A run directory with the fp32 final teacher wins over the committed copy.
+    teacher.save_pretrained(str(out / "teacher" / "final"))
+    assert _finished_teacher(recipe, out) == out / "teacher" / "final"
