@@ -28,7 +28,7 @@ from distill_code.corpus import (
     split_texts,
     write_manifest,
 )
-from distill_code.losses import forward_kl
+from distill_code.losses import fused_forward_kl_ce
 from distill_code.modeling import LlamaShape, build_llama, count_parameters
 from distill_code.pretrain_data import PackedBlocks
 from distill_code.tokenizer import train_bpe_tokenizer
@@ -63,6 +63,9 @@ class StageConfig:
     # Distillation only: loss = alpha * T^2 * KL(teacher || student) at temperature T + (1 - alpha) * CE.
     kd_temperature: float = 2.0
     kd_alpha: float = 0.9
+    # Run the (frozen) teacher's forward under bf16 autocast even when the student trains in fp32:
+    # ~1.6x faster on this CPU; its logits are upcast before the loss.
+    teacher_bf16: bool = False
 
 
 @dataclass
@@ -337,13 +340,15 @@ def train_stage(model: torch.nn.Module, cfg: StageConfig, train: Any, val_blocks
                 g["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 logits = model(input_ids=ids).logits
-                ce = causal_lm_loss(logits, ids)
                 if teacher is not None:
-                    with torch.no_grad():
+                    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                                         enabled=cfg.bf16 or cfg.teacher_bf16):
                         t_logits = teacher(input_ids=ids).logits
-                    kd = forward_kl(logits[:, :-1], t_logits[:, :-1], temperature=cfg.kd_temperature)
-                    loss = cfg.kd_alpha * kd + (1 - cfg.kd_alpha) * ce
+                    # One fused loss: the composed KL + CE graph cost more than the student's own step.
+                    loss, _, ce = fused_forward_kl_ce(logits[:, :-1], t_logits[:, :-1], ids[:, 1:],
+                                                      cfg.kd_alpha, cfg.kd_temperature)
                 else:
+                    ce = causal_lm_loss(logits, ids)
                     loss = ce
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -333,3 +333,38 @@ def test_reference_at_end_positions_mixes_divergence_and_cross_entropy_by_share(
     assert torch.allclose(L.reference_at(ends, lambda m: L.divergence("forward_kl", s, t2, m), s, labels), mixed)
     empty = L.reference_at(torch.zeros(0, dtype=torch.bool), kd, s[:0], labels[:0])
     assert float(empty) == 0.0
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000), alpha=st.sampled_from([0.0, 0.3, 0.8, 1.0]), temp=st.sampled_from([1.0, 2.0, 0.7]))
+def test_fused_kd_ce_equals_the_composed_loss_in_value_and_gradient(seed: int, alpha: float, temp: float) -> None:
+    # The pretraining student stage trains on the fused loss; it must be the composed one, exactly.
+    teacher = _logits(seed + 1)
+    labels = torch.randint(0, 11, (2, 5), generator=torch.Generator().manual_seed(seed))
+    s_ref = _logits(seed).requires_grad_(True)
+    ref = L.mix_with_ce(L.forward_kl(s_ref, teacher, temperature=temp), L.masked_cross_entropy(s_ref, labels), alpha)
+    ref.backward()
+    s = _logits(seed).requires_grad_(True)
+    loss, kd, ce = L.fused_forward_kl_ce(s, teacher, labels, alpha, temp)
+    (loss * 3.0).backward()  # an upstream gradient other than 1 must scale the result
+    assert torch.allclose(loss, ref, atol=1e-10)
+    assert torch.allclose(kd, L.forward_kl(s_ref, teacher, temperature=temp), atol=1e-10)
+    assert torch.allclose(ce, L.masked_cross_entropy(s_ref, labels), atol=1e-10)
+    assert not kd.requires_grad and not ce.requires_grad
+    assert torch.allclose(s.grad, 3.0 * s_ref.grad, atol=1e-10)
+    assert teacher.grad is None
+
+
+def test_fused_kd_ce_keeps_the_student_dtype_and_validates() -> None:
+    s = _logits(0).float().requires_grad_(True)
+    loss, _, _ = L.fused_forward_kl_ce(s, _logits(1).to(torch.bfloat16), torch.zeros(2, 5, dtype=torch.long), 0.5)
+    loss.backward()
+    assert loss.dtype == torch.float32 and s.grad is not None and s.grad.dtype == torch.float32
+    assert torch.isfinite(s.grad).all()
+    labels = torch.zeros(2, 5, dtype=torch.long)
+    with pytest.raises(ValueError, match="alpha"):
+        L.fused_forward_kl_ce(s, _logits(1), labels, 1.5)
+    with pytest.raises(ValueError):
+        L.fused_forward_kl_ce(s, _logits(1), labels, 0.5, temperature=0.0)
+    with pytest.raises(ValueError):
+        L.fused_forward_kl_ce(s, _logits(1, (2, 5, 7)), labels, 0.5)
