@@ -1,6 +1,9 @@
 """Benchmark: what this machine can train (issue 16). fp32 and bf16 matmul rates, then training tokens/s
 for the starter shapes (forward + backward + AdamW on random tokens), as the fraction of the fp32 rate
-that a step achieves (6·N FLOPs per token). Run it alone: every figure is a rate on shared cores.
+that a step achieves (6·N FLOPs per token); then the v2 student's distillation step (teacher forward +
+KD/CE loss + student step) as the composed loss with an fp32 teacher against the fused loss with a bf16
+teacher, interleaved in one run so the ratio survives noisy neighbours. Run it alone: every figure is a
+rate on shared cores.
 
     python bench/bench_train_throughput.py [--threads 2] [--steps 6] [--out bench/results/train_throughput.json]
 """
@@ -71,6 +74,54 @@ def train_rate(hidden: int, layers: int, heads: int, inter: int, seq: int, batch
             "hours_per_80m_tokens": round(80e6 / tps / 3600, 1)}
 
 
+def distill_rates(steps: int, rounds: int = 3) -> dict[str, Any]:
+    """Tokens/s of the v2 student's KD step: composed loss + fp32 teacher vs fused loss + bf16 teacher."""
+    import torch
+
+    from distill_code.losses import forward_kl, fused_forward_kl_ce, masked_cross_entropy, mix_with_ce
+    from distill_code.modeling import LlamaShape, build_llama
+
+    def shape(h: int, layers: int, heads: int, inter: int) -> LlamaShape:
+        return LlamaShape(hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads,
+                          num_key_value_heads=heads, intermediate_size=inter)
+
+    torch.manual_seed(0)
+    teacher = build_llama(shape(160, 6, 5, 432), vocab_size=8192, eos_token_id=0).eval()
+    student = build_llama(shape(64, 4, 2, 224), vocab_size=8192, eos_token_id=0)
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
+    batch, seq, alpha = 16, 256, 0.8
+    ids = torch.randint(0, 8192, (batch, seq))
+
+    def step(fused: bool) -> None:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=fused):
+            t_logits = teacher(input_ids=ids).logits
+        logits = student(input_ids=ids).logits
+        if fused:
+            loss, _, _ = fused_forward_kl_ce(logits[:, :-1], t_logits[:, :-1], ids[:, 1:], alpha, 1.0)
+        else:
+            loss = mix_with_ce(forward_kl(logits[:, :-1], t_logits[:, :-1], temperature=1.0),
+                               masked_cross_entropy(logits[:, :-1], ids[:, 1:]), alpha)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    times: dict[str, list[float]] = {"composed_fp32_teacher": [], "fused_bf16_teacher": []}
+    for fused in (False, True):
+        step(fused)  # warm-up
+    for _ in range(rounds):
+        for name, fused in (("composed_fp32_teacher", False), ("fused_bf16_teacher", True)):
+            t = time.perf_counter()
+            for _ in range(steps):
+                step(fused)
+            times[name].append((time.perf_counter() - t) / steps)
+    best = {k: min(v) for k, v in times.items()}
+    out: dict[str, Any] = {k: {"seconds_per_step": round(v, 4), "tokens_per_s": round(batch * seq / v, 1)}
+                           for k, v in best.items()}
+    out["speedup"] = round(best["composed_fp32_teacher"] / best["fused_bf16_teacher"], 2)
+    out.update({"batch": batch, "seq_len": seq, "kd_alpha": alpha, "rounds": rounds})
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -91,8 +142,11 @@ def main() -> int:
         print(f"{name:24s} {r['parameters'] / 1e6:5.2f}M params  {r['tokens_per_s']:7.0f} tok/s  "
               f"{r['gflops_6n']:5.1f} GFLOP/s ({r['fraction_of_fp32_matmul']:.0%} of fp32 matmul)  "
               f"80M tokens: {r['hours_per_80m_tokens']} h")
+    kd = distill_rates(args.steps)
+    print(f"v2 student KD step: composed loss + fp32 teacher {kd['composed_fp32_teacher']['tokens_per_s']:.0f} tok/s, "
+          f"fused loss + bf16 teacher {kd['fused_bf16_teacher']['tokens_per_s']:.0f} tok/s ({kd['speedup']}x)")
     out = {"threads": args.threads, "matmul_gflops": {"fp32": round(fp32, 1), "bf16": round(bf16, 1)},
-           "training": rows, "machine": platform.platform(), "torch": torch.__version__,
+           "training": rows, "distillation_step": kd, "machine": platform.platform(), "torch": torch.__version__,
            "cpu_flags_bf16": "avx512_bf16" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else None,
            "command": "python bench/bench_train_throughput.py"}
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")

@@ -462,6 +462,34 @@ def _finished_teacher(recipe: Recipe, out: Path) -> Path:
                       "to its token budget first)")
 
 
+def _restore_finished_stage(recipe: Recipe, out: Path, role: str, tok: Any) -> dict[str, Any] | None:
+    """In a fresh checkout, rebuild ``out/<role>/final`` (and its curves) from the committed bf16 checkpoint
+    of a stage that saw its whole token budget, and return that stage's summary; None when there is none."""
+    if not recipe.commit_dir:
+        return None
+    committed = Path(recipe.commit_dir) / role
+    cfg: StageConfig = getattr(recipe, role)
+    model: Any = build_llama(cfg.shape, vocab_size=len(tok), eos_token_id=tok.eos_token_id,
+                             pad_token_id=tok.pad_token_id, seed=cfg.seed)
+    loaded = _load_committed(model, committed)
+    if loaded is None:
+        return None
+    state, history = loaded
+    if state["tokens"] < cfg.max_tokens:
+        return None
+    final = out / role / "final"
+    model.save_pretrained(str(final))
+    tok.save_pretrained(str(final))
+    (out / role / "loss.json").write_text(json.dumps(history))
+    plot_curves(history, out / role / "loss.png", f"{role}: {count_parameters(model) / 1e6:.1f}M params")
+    val = history["val"][-1]["loss"] if history.get("val") else float("nan")
+    log.info("ship: %s restored from the committed bf16 checkpoint %s (%d tokens)", role, committed, state["tokens"])
+    return {"parameters": count_parameters(model), "tokens_seen": state["tokens"], "steps": state["step"],
+            "epochs_completed": state.get("epoch", 0), "train_minutes": state["elapsed"] / 60,
+            "validation_loss": val, "tokens_per_second": state["tokens"] / max(1e-9, state["elapsed"]),
+            "restored_from": f"{committed} (bf16 weights)"}
+
+
 def run_recipe(recipe: Recipe, resume: bool = False, stages: tuple[str, ...] = ("teacher", "student", "ship"),
                stop_after_minutes: float = 0.0) -> dict[str, Any]:
     """Run the recipe's stages; each writes under ``recipe.out_dir``. Returns the summary per stage.
@@ -545,6 +573,12 @@ def _run_stages(recipe: Recipe, resume: bool, stages: tuple[str, ...], stop_afte
         summary_path.write_text(json.dumps(summary, indent=1))
     if "ship" in stages:
         from distill_code.model_card import ship_models
+
+        for role in ("teacher", "student"):
+            if role not in summary or not (out / role / "final" / "config.json").exists():
+                restored = _restore_finished_stage(recipe, out, role, tok)
+                if restored is not None:
+                    summary[role] = restored
 
         summary["ship"] = ship_models(recipe, summary, val_texts)
         summary_path.write_text(json.dumps(summary, indent=1))

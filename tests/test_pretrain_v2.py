@@ -254,3 +254,36 @@ def test_student_stage_distils_from_the_committed_teacher_in_a_fresh_clone(tmp_p
     # A run directory with the fp32 final teacher wins over the committed copy.
     teacher.save_pretrained(str(out / "teacher" / "final"))
     assert _finished_teacher(recipe, out) == out / "teacher" / "final"
+
+
+def test_ship_stage_restores_a_finished_stage_from_its_committed_checkpoint(tok, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # A fresh clone that trained only the student still ships both: the teacher comes back from its commit.
+    from transformers import AutoModelForCausalLM
+
+    from distill_code.pretrain import _restore_finished_stage, export_committed
+
+    recipe = load_recipe(ROOT / "recipes" / "starter-v2.toml")
+    recipe.commit_dir = str(tmp_path / "commit")
+    recipe.teacher.shape = LlamaShape(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                      num_key_value_heads=2, intermediate_size=64)
+    recipe.teacher.max_tokens = 1000
+    out = tmp_path / "run"
+    assert _restore_finished_stage(recipe, out, "teacher", tok) is None  # nothing committed
+    teacher = _tiny(seed=3)
+    history = {"train": [{"step": 2, "tokens": 500, "loss": 6.0, "lr": 1e-3}],
+               "val": [{"step": 0, "tokens": 0, "loss": 9.0}, {"step": 4, "tokens": 1024, "loss": 5.5}]}
+    export_committed(teacher, {"step": 3, "tokens": 600, "epoch": 0, "batch": 3, "elapsed": 2.0}, history,
+                     tmp_path / "commit" / "teacher")
+    assert _restore_finished_stage(recipe, out, "teacher", tok) is None  # stopped half way: not shipped
+    export_committed(teacher, {"step": 4, "tokens": 1024, "epoch": 0, "batch": 4, "elapsed": 2.0}, history,
+                     tmp_path / "commit" / "teacher")
+    summary = _restore_finished_stage(recipe, out, "teacher", tok)
+    assert summary is not None
+    assert summary["tokens_seen"] == 1024 and summary["steps"] == 4 and summary["validation_loss"] == 5.5
+    assert summary["tokens_per_second"] == pytest.approx(512.0)
+    assert json.loads((out / "teacher" / "loss.json").read_text()) == history
+    loaded = AutoModelForCausalLM.from_pretrained(str(out / "teacher" / "final"), dtype=torch.float32)
+    ids = torch.tensor([[5, 9, 200, 31]])
+    with torch.no_grad():
+        assert (loaded(ids).logits - teacher(ids).logits).abs().max().item() < 0.05
+    assert (out / "teacher" / "final" / "tokenizer.json").exists()
