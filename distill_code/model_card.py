@@ -74,26 +74,49 @@ def heldout_lines(texts: Sequence[str], n: int, seed: int = 0, max_prefix_chars:
 
 
 @torch.no_grad()
-def complete_line(model: Any, tokenizer: Any, prefix: str, suffix: str, max_new_tokens: int = 40) -> tuple[str, int]:
-    """Greedy FIM completion (PSM, the serving layout) up to the first newline; returns (text, tokens)."""
+def complete_line(model: Any, tokenizer: Any, prefix: str, suffix: str, max_new_tokens: int = 40,
+                  healer: Any = None) -> tuple[str, int]:
+    """Greedy FIM completion (PSM, the serving layout) up to the end of the line; returns (text, tokens).
+
+    With ``healer`` (a ``server.healing.TokenHealer``) the prompt is token-healed as the server does:
+    byte-level BPE merges a newline with the next line's indentation ("\\n    " is one token), so a
+    prefix that ends with a bare newline is out of distribution; the healer backs it off and the
+    first generated tokens must reproduce it.
+    """
+    removed = ""
+    if healer is not None:
+        plan = healer.plan_prefix(prefix)
+        prefix, removed = plan.prefix, plan.removed
     prompt = template_for("starcoder").psm(prefix, suffix)
     ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])
     special = set(tokenizer.all_special_ids)
     out_ids: list[int] = []
     past = None
-    text = ""
-    for _ in range(max_new_tokens):
+    remaining = removed
+    body = ""
+    for _ in range(max_new_tokens + len(removed)):
         res = model(input_ids=ids, past_key_values=past, use_cache=True)
         past = res.past_key_values
-        nxt = int(res.logits[0, -1].argmax())
+        logits = res.logits[0, -1]
+        if remaining:
+            logits = healer.mask_logits(logits, remaining)
+        nxt = int(logits.argmax())
+        if nxt in special and not body.strip():
+            # A held-out line is never empty: like the server on a blank line, take the best real token.
+            logits = logits.clone()
+            logits[sorted(i for i in special if i < logits.shape[-1])] = float("-inf")
+            nxt = int(logits.argmax())
         if nxt in special:
             break
+        if remaining:
+            remaining = healer.advance(remaining, nxt)
         out_ids.append(nxt)
-        text = tokenizer.decode(out_ids)
-        if "\n" in text.lstrip("\n") or (text.startswith("\n") and text.strip()):
+        text = healer.decode(out_ids) if healer is not None else tokenizer.decode(out_ids)
+        body = healer.strip(text, removed) if healer is not None else text
+        if not remaining and ("\n" in body.lstrip("\n") or (body.startswith("\n") and body.strip())):
             break
         ids = torch.tensor([[nxt]])
-    line = text.lstrip("\n").split("\n", 1)[0]
+    line = body.lstrip("\n").split("\n", 1)[0]
     return line, len(out_ids)
 
 
@@ -104,9 +127,12 @@ def evaluate_lines(model: Any, tokenizer: Any, examples: Sequence[LineExample]) 
     es: list[float] = []
     ms: list[float] = []
     n_tok = 0
+    from server.healing import TokenHealer  # the server's healing, so the card measures what is served
+
+    healer = TokenHealer(tokenizer)
     for ex in examples:
         t0 = time.perf_counter()
-        pred, k = complete_line(model, tokenizer, ex.prefix, ex.suffix)
+        pred, k = complete_line(model, tokenizer, ex.prefix, ex.suffix, healer=healer)
         ms.append((time.perf_counter() - t0) * 1000)
         n_tok += k
         em.append(exact_match(pred, ex.line))
@@ -145,7 +171,9 @@ def _card_text(role: str, info: dict[str, Any]) -> str:
             lines.append(f"| {h['recipe']} | {h['parameters']:,} | {h['tokens_seen']:,} | {h['validation_loss']:.3f} | "
                          f"{h['exact_match']:.3f} | {h['edit_similarity']:.3f} | {h['latency_ms_p50']:.0f} ms |")
         history_md = ("\n## History\n\nEarlier shipped versions of this model (their own held-out lines; the last "
-                      "row is this one):\n\n" + "\n".join(lines) + "\n")
+                      "row is this one):\n\n" + "\n".join(lines) + "\n\nRows before recipes/starter-v2.toml "
+                      "were decoded without token healing. To compare versions on the same lines with the same "
+                      "decoding: `python bench/bench_starter.py --lines 200 --previous <git revision>`.\n")
     how = ("pretrained from random init with next-token cross-entropy on fill-in-the-middle samples"
            if role == "teacher" else
            f"distilled from the starter teacher: {info['kd']}")
@@ -180,8 +208,9 @@ production code model: the figures below say how far it got on its training budg
 ## Evaluation
 
 {ev['lines']} held-out lines from the validation files: the prompt is the PSM layout with up to 900
-characters of prefix and 300 of suffix (cut at line boundaries); greedy decoding stops at the first
-newline; exact match and edit similarity come from `distill_code.metrics`. Latency was measured on
+characters of prefix and 300 of suffix (cut at line boundaries); greedy decoding as the server decodes
+(token healing of the prompt's last token, which byte-level BPE would merge with the next line's
+indentation, and no empty answer for a line that is never empty) stops at the end of the line; exact match and edit similarity come from `distill_code.metrics`. Latency was measured on
 this 2-core CPU {info['machine_note']}.
 
 Reproduce: `protege pretrain --recipe {info['recipe']}` (training + this card), or only the card from

@@ -219,17 +219,17 @@ class Engine:
                  cancel: threading.Event | None = None, heal_removed: str = "",
                  base_indent: int | None = None,
                  extra_stop: Callable[[str], bool] | None = None,
-                 memory: MemoryHook | None = None) -> GenerationResult:
+                 memory: MemoryHook | None = None, require_text: bool = False) -> GenerationResult:
         """``_generate`` with background indexing stepped aside (completions and explanations alike)."""
         with FOREGROUND.active():
             return self._generate(prompt_ids, max_new_tokens, mode, cancel, heal_removed, base_indent, extra_stop,
-                                  memory)
+                                  memory, require_text)
 
     def _generate(self, prompt_ids: list[int], max_new_tokens: int, mode: Mode = "block",
                   cancel: threading.Event | None = None, heal_removed: str = "",
                   base_indent: int | None = None,
                   extra_stop: Callable[[str], bool] | None = None,
-                  memory: MemoryHook | None = None) -> GenerationResult:
+                  memory: MemoryHook | None = None, require_text: bool = False) -> GenerationResult:
         """Greedy decode after ``prompt_ids`` with early stops for ``mode``.
 
         ``heal_removed`` is text backed off the prompt by token healing: the first tokens are
@@ -295,6 +295,15 @@ class Engine:
                         next_id = int(torch.argmax(logits))
                         if first_free < 0:
                             first_free = len(generated)
+                    if next_id in self._stop_ids and require_text and not self._body(text, heal_removed).strip():
+                        # On a blank line the user asked for a line: the model's "nothing here" (a FIM
+                        # middle that ends at once) is no suggestion, so take its best real token.
+                        free = logits.clone()
+                        free[[i for i in self._stop_ids if i < free.shape[-1]]] = float("-inf")
+                        if remaining:
+                            free = self.healer.mask_logits(free, remaining)
+                        if not bool(torch.isinf(free).all()):
+                            next_id = int(torch.argmax(free))
                     if next_id in self._stop_ids:
                         reason = "eos"
                         break
@@ -378,8 +387,13 @@ class Engine:
                                     first_free=first_free if first_free >= 0 else len(generated))
 
     @staticmethod
+    def _body(text: str, heal_removed: str) -> str:
+        """The generated text without the typed characters that token healing made it reproduce."""
+        return text[len(heal_removed):] if heal_removed and text.startswith(heal_removed) else text
+
+    @staticmethod
     def _should_stop(text: str, heal_removed: str, mode: Mode, base_indent: int | None) -> bool:
-        body = text[len(heal_removed):] if heal_removed and text.startswith(heal_removed) else text
+        body = Engine._body(text, heal_removed)
         if mode == "line":
             return "\n" in body.lstrip("\n") or (body.startswith("\n") and body.strip() != "")
         # Block mode: stop once a complete line dedents below the block, or after a blank-line pair.

@@ -302,7 +302,7 @@ class CompletionService:
         gen = self.engine.generate(prompt.ids, max_new, mode=mode, cancel=cancel, heal_removed=heal_removed,
                                    base_indent=ctx.indent,
                                    extra_stop=suffix_plan.reached if suffix_plan is not None else None,
-                                   memory=hook)
+                                   memory=hook, require_text=_blank_line(prefix, suffix))
         lap("generate")
         if suffix_plan is not None:
             gen.text = suffix_plan.trim(gen.text)
@@ -390,3 +390,8 @@ class CompletionService:
         elif verdict == "unscreened":
             self.screen_stats["unscreened"] += 1
         outcome.screen = result
+
+
+def _blank_line(prefix: str, suffix: str) -> bool:
+    """Whether the cursor sits on a line with nothing but indentation: the user wants a line there."""
+    return not prefix.rsplit("\n", 1)[-1].strip() and not suffix.split("\n", 1)[0].strip() and bool(prefix.strip())

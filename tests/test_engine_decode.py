@@ -90,3 +90,54 @@ def test_warm_up_at_load_leaves_no_trace(fitted_model_dir: Path) -> None:
     cold.load()
     assert e.generate(ids, 20, mode="line").token_ids == cold.generate(ids, 20, mode="line").token_ids
     assert e.stats["requests"] == 1
+
+
+def _eos_first_model(src: Path, dst: Path, word: str) -> int:
+    """``src`` rigged so that every step ranks end-of-text first and ``word`` second; returns its id."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(src))
+    (word_id,) = tok(word, add_special_tokens=False)["input_ids"]
+    model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32)
+    hidden = model.config.hidden_size
+    v = torch.linspace(0.5, 1.5, hidden)
+    with torch.no_grad():
+        for layer in model.model.layers:  # the residual stream stays the input embedding
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.model.embed_tokens.weight.copy_(v.expand_as(model.model.embed_tokens.weight))
+        model.config.tie_word_embeddings = False
+        head = torch.nn.Linear(hidden, model.config.vocab_size, bias=False)
+        head.weight.zero_()
+        head.weight[tok.eos_token_id] = 2 * v
+        head.weight[word_id] = v
+        model.lm_head = head
+    model.save_pretrained(str(dst), safe_serialization=True)
+    tok.save_pretrained(str(dst))
+    return word_id
+
+
+@pytest.mark.parametrize("decoder", ["auto", "transformers"])
+def test_a_blank_line_gets_a_suggestion_where_the_model_would_end_at_once(
+        tiny_model_dir: Path, tmp_path: Path, decoder: str) -> None:
+    word_id = _eos_first_model(tiny_model_dir, tmp_path / "m", "x")
+    e = Engine(EngineOptions(model=str(tmp_path / "m"), draft_tokens=0, decoder=decoder))
+    e.load()
+    assert e.ready, e.error
+    ids = e.tokenizer("def f():\n    ", add_special_tokens=False)["input_ids"]
+    plain = e.generate(ids, 8, mode="line")
+    assert plain.text == "" and plain.stop_reason == "eos"
+    wanted = e.generate(ids, 8, mode="line", require_text=True)
+    # The best real token instead of the immediate end; once there is text, the end is taken.
+    assert wanted.token_ids == [word_id] and wanted.text == "x" and wanted.stop_reason == "eos"
+
+
+def test_blank_line_means_only_indentation_around_the_cursor() -> None:
+    from server.pipeline import _blank_line
+
+    assert _blank_line("def f():\n    ", "\n    return 1\n")
+    assert _blank_line("x = 1\n", "")
+    assert not _blank_line("def f():\n    ret", "\n")  # mid-line: the model may well end here
+    assert not _blank_line("def f():\n    ", "pass\n")  # text after the cursor on its line
+    assert not _blank_line("", "")  # an empty file: nothing to go on
