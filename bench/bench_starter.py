@@ -16,8 +16,8 @@ import hashlib
 import json
 import os
 import platform
-import sys
 import subprocess
+import sys
 import sysconfig
 import tempfile
 from pathlib import Path
