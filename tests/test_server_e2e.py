@@ -154,6 +154,9 @@ async def test_huge_and_binary_documents_rejected_clearly(client: LanguageClient
 async def test_cancellation_and_supersession(client: LanguageClient) -> None:
     doc, line, char = cut_point()
     uri = open_doc(client, "cancel.py", doc)
+    # A long debounce keeps the request in flight until the cancel arrives, however fast the model decodes.
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"protege": {"debounceMs": 3000}}))
     params = types.InlineCompletionParams(
         text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=line, character=char),
         context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked))
@@ -161,6 +164,8 @@ async def test_cancellation_and_supersession(client: LanguageClient) -> None:
     client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="cancel-me"))
     with pytest.raises(Exception, match="(?i)cancel"):
         await asyncio.wrap_future(fut)
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"protege": {"debounceMs": 0}}))
     # Two requests for the same document: the older one is superseded and returns nothing.
     uri2 = open_doc(client, "supersede.py", doc)
     a = asyncio.ensure_future(inline(client, uri2, line, char))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
@@ -43,32 +44,37 @@ async def run_completion(ls: ProtegeServer, uri: str, position: types.Position) 
         raise JsonRpcInvalidParams("document looks binary (NUL bytes); no completions for binary content")
     seq, cancel = ls.supersession.begin(uri)
     try:
-        if not await ls.supersession.debounce(uri, seq, ls.config.debounce_ms):
-            ls.counters["superseded"] += 1
-            return None
-        if not ls.engine_ready.is_set():
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, ls.engine_ready.wait, MODEL_WAIT_S)
-        if not ls.engine.ready:
-            raise ModelUnavailable(ls.engine.error or "the model is still loading; try again shortly")
-        loop = asyncio.get_running_loop()
-        language = doc.language_id or "python"
-        fut = loop.run_in_executor(ls.executor, ls.service.complete, uri, text, position.line,
-                                   position.character, language, cancel, None)
-        try:
-            outcome = await fut
-        except asyncio.CancelledError:
-            cancel.set()  # $/cancelRequest: stop the decode between tokens
-            ls.counters["cancelled"] += 1
-            raise
-        if outcome.cancelled or not ls.supersession.is_latest(uri, seq):
-            ls.counters["superseded"] += 1
-            return None
-        return outcome
+        return await _complete_latest(ls, uri, doc, text, position, seq, cancel)
+    except asyncio.CancelledError:
+        cancel.set()  # $/cancelRequest (while debouncing, waiting for the model or decoding): stop between tokens
+        ls.counters["cancelled"] += 1
+        raise
     except PositionError as exc:
         raise JsonRpcInvalidParams(f"bad position: {exc}") from exc
     except ModelLoadError as exc:
         raise ModelUnavailable(str(exc)) from exc
+
+
+async def _complete_latest(ls: ProtegeServer, uri: str, doc: Any, text: str, position: types.Position, seq: int,
+                           cancel: threading.Event) -> Outcome | None:
+    """Debounce, wait for the model, decode off the event loop; None when a newer request took over."""
+    if not await ls.supersession.debounce(uri, seq, ls.config.debounce_ms):
+        ls.counters["superseded"] += 1
+        return None
+    if not ls.engine_ready.is_set():
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, ls.engine_ready.wait, MODEL_WAIT_S)
+    if not ls.engine.ready:
+        raise ModelUnavailable(ls.engine.error or "the model is still loading; try again shortly")
+    loop = asyncio.get_running_loop()
+    language = doc.language_id or "python"
+    fut = loop.run_in_executor(ls.executor, ls.service.complete, uri, text, position.line,
+                               position.character, language, cancel, None)
+    outcome = await fut
+    if outcome.cancelled or not ls.supersession.is_latest(uri, seq):
+        ls.counters["superseded"] += 1
+        return None
+    return outcome
 
 
 def annotation_command(outcome: Outcome, uri: str, position: types.Position) -> types.Command | None:
