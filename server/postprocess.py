@@ -89,8 +89,75 @@ def truncate_block(text: str, ctx: CursorContext) -> str:
     return "\n".join(kept)
 
 
+_STRING_PREFIXES = {"", "f", "r", "b", "u", "rb", "br", "fr", "rf", "t", "tr", "rt"}
+
+
+def code_brackets(text: str) -> list[int]:
+    """Indices of the brackets in ``text`` that are code: not inside a string literal.
+
+    Strings start at ``'``, ``"`` or a backtick that is not inside a word (``don't`` in prose starts
+    nothing; ``f"``, ``rb'`` and other Python prefixes do), end at their closing quote (triple quotes
+    included) or at the end of the line. Expressions inside f-strings (``f"{x[0]}"``) and template
+    literals (`` `${a(b)}` ``) are code; the braces that delimit them are not brackets.
+    """
+    out: list[int] = []
+    # A stack of frames: ("code", open braces) or ("str", quote, expressions allowed).
+    stack: list[tuple[str, str, bool]] = [("code", "", False)]
+    depth = [0]  # braces opened in each code frame (a "}" at 0 ends an f-string expression)
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        kind, quote, interp = stack[-1]
+        if kind == "str":
+            if ch == "\\":
+                i += 2
+                continue
+            if ch == "\n" and len(quote) == 1 and quote != "`":
+                stack.pop()  # an unterminated one-line string ends with its line
+            elif text.startswith(quote, i):
+                stack.pop()
+                i += len(quote)
+                continue
+            elif interp and ch == "{" and quote != "`":
+                if text.startswith("{{", i):
+                    i += 2
+                    continue
+                stack.append(("code", "", False))
+                depth.append(0)
+            elif interp and quote == "`" and text.startswith("${", i):
+                stack.append(("code", "", False))
+                depth.append(0)
+                i += 2
+                continue
+            i += 1
+            continue
+        if ch in "'\"`":
+            j = i
+            while j > 0 and (text[j - 1].isalnum() or text[j - 1] == "_"):
+                j -= 1
+            word = text[j:i].lower()
+            if word in _STRING_PREFIXES and (ch != "`" or not word):
+                q = ch * 3 if ch != "`" and text.startswith(ch * 3, i) else ch
+                stack.append(("str", q, "f" in word or "t" in word or ch == "`"))
+                i += len(q)
+                continue
+        elif ch in _OPEN or ch in _CLOSE:
+            if ch == "{":
+                depth[-1] += 1
+            elif ch == "}":
+                if depth[-1] == 0 and len(stack) > 1:
+                    stack.pop()  # the end of an f-string / template-literal expression
+                    depth.pop()
+                    i += 1
+                    continue
+                depth[-1] = max(0, depth[-1] - 1)
+            out.append(i)
+        i += 1
+    return out
+
+
 def _net_brackets(text: str) -> int:
-    return sum(ch in _OPEN for ch in text) - sum(ch in _CLOSE for ch in text)
+    return sum(1 if text[i] in _OPEN else -1 for i in code_brackets(text))
 
 
 def remove_suffix_overlap(text: str, ctx: CursorContext) -> str:
@@ -146,23 +213,18 @@ def remove_repetition(text: str) -> str:
 def balance_brackets(text: str, ctx: CursorContext) -> str:
     """Drop closing brackets that close nothing, unless the suffix-side text still needs them."""
     depth: list[str] = []
-    # Brackets still open on the current line before the cursor may be closed by the suggestion.
-    for ch in ctx.line_prefix:
+    # Brackets still open on the current line before the cursor may be closed by the suggestion; brackets
+    # inside string literals (``"["``, ``f"\\033[{x}m"``) are text, not code.
+    start = len(ctx.line_prefix)
+    for i in code_brackets(ctx.line_prefix + text):
+        ch = (ctx.line_prefix + text)[i]
         if ch in _OPEN:
             depth.append(ch)
-        elif ch in _CLOSE and depth and depth[-1] == _CLOSE[ch]:
+        elif depth and depth[-1] == _CLOSE[ch]:
             depth.pop()
-    out = []
-    for ch in text:
-        if ch in _OPEN:
-            depth.append(ch)
-        elif ch in _CLOSE:
-            if depth and depth[-1] == _CLOSE[ch]:
-                depth.pop()
-            else:
-                break  # an unmatched closer: the rest belongs to code we cannot see
-        out.append(ch)
-    return "".join(out)
+        elif i >= start:
+            return text[: i - start]  # an unmatched closer: the rest belongs to code we cannot see
+    return text
 
 
 def postprocess(raw: str, ctx: CursorContext, stops: Iterable[str] = (), multiline: bool = True) -> str:

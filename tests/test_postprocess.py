@@ -63,3 +63,18 @@ def test_closing_bracket_kept_when_it_closes_an_inner_call() -> None:
     # print(len(|)) : the model closes len( itself; the document's ")" closes print(.
     assert postprocess("path)", ctx("print(len(", ")"), STOPS) == "path)"
     assert postprocess('path, "r")', ctx("    f = open(", ")"), STOPS) == 'path, "r"'
+
+
+def test_brackets_inside_string_literals_are_text() -> None:
+    # The "[" is part of an ANSI escape in an f-string; the ")" really closes append(.
+    assert postprocess('2}m")', ctx('        bits.append(f"\\033[{2 if dim else 2'), STOPS) == '2}m")'
+    assert postprocess('"(", sep)) + 1', ctx("    parts = join("), STOPS) == '"(", sep)'
+    assert postprocess('0]}" + b)', ctx('s = f"{a['), STOPS) == '0]}" + b'  # f-string expressions are code
+    assert postprocess('x)}` + y)', ctx("s = `${f("), STOPS) == "x)}` + y"  # template-literal expressions too
+    assert postprocess(' ) """)', ctx('s = """('), STOPS) == ' ) """'  # inside a triple-quoted string
+    assert postprocess('"a\\")", 1))', ctx("print("), STOPS) == '"a\\")", 1)'  # an escaped quote
+
+
+def test_apostrophes_in_prose_start_no_string() -> None:
+    # "don't" is a word, not a string: the ")" still closes the comment's "(", the next one closes nothing.
+    assert postprocess("ok) and more)", ctx("    # don't (see"), STOPS) == "ok) and more"
