@@ -184,14 +184,18 @@ def save_update_ms(engine: Any, repo: Path, n: int = 5) -> dict[str, Any]:
 
 # -- through the real server --------------------------------------------------------------------------
 async def served(repo: Path, heldout: list[tuple[str, str]], cases: list[dict[str, Any]], memory: bool,
-                 cache_dir: Path, model: str | None) -> tuple[list[str], list[float], dict[str, Any]]:
+                 cache_dir: Path, model: str | None, context_chars: int | None = None,
+                 ) -> tuple[list[str], list[float], dict[str, Any]]:
     from lsprotocol import types
     from pygls.lsp.client import LanguageClient
 
     client = LanguageClient("protege-bench-memory", "0.1.0")
     cmd = [sys.executable, "-m", "server.cli", "serve"] + (["--model", model] if model else [])
     await client.start_io(*cmd)
-    opts = {"debounceMs": 0, "memory": {"enabled": memory}, "index": {"cacheDir": str(cache_dir)}}
+    index: dict[str, Any] = {"cacheDir": str(cache_dir)}
+    if context_chars is not None:
+        index["maxContextChars"] = context_chars
+    opts = {"debounceMs": 0, "memory": {"enabled": memory}, "index": index}
     await client.initialize_async(types.InitializeParams(
         capabilities=types.ClientCapabilities(), root_uri=repo.as_uri(),
         workspace_folders=[types.WorkspaceFolder(uri=repo.as_uri(), name=repo.name)],
@@ -363,7 +367,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not engine.ready:
         raise SystemExit(engine.error)
     report: dict[str, Any] = {"model": str(Path(model).relative_to(ROOT)) if Path(model).is_relative_to(ROOT)
-                              else model, "seed": args.seed, "lines_per_repo": args.lines, "repos": {}}
+                              else model, "seed": args.seed, "lines_per_repo": args.lines,
+                              "context_chars": args.context_chars, "repos": {}}
     if args.fit:
         from distill_code.memory_mix import fit_weights
 
@@ -406,7 +411,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         row: dict[str, Any] = {"repo": info, "memory_build": mem_info, "save_update": upd,
                                "memory": score(mem_preds, cases)}
         for name, on in (("student", False), ("mixture", True)):
-            preds, lat, status = asyncio.run(served(repo, heldout, cases, on, cache, args.model))
+            preds, lat, status = asyncio.run(served(repo, heldout, cases, on, cache, args.model,
+                                                          args.context_chars))
             row[name] = {**score(preds, cases), **latency(lat), "stages_ms_p50": status.get("latency")}
             if on:
                 row[name]["server_memory"] = portable(status.get("memory") or {})
@@ -442,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fit-stop", action="store_true", help="fit only stop_below (keep the model's mixture tables)")
     p.add_argument("--fit-repos", nargs="+", default=["httpx", "typer", "tenacity"])
     p.add_argument("--fit-lines", type=int, default=300)
+    p.add_argument("--context-chars", type=int, default=None,
+                   help="the server's index.maxContextChars (retrieved context per completion; 0: none)")
     p.add_argument("--work", default=None, help="keep the work directory here")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "memory.json"))
     run(p.parse_args(argv))
