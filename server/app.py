@@ -214,6 +214,7 @@ class ProtegeServer(LanguageServer):
                       "family": e.template.family if e.template else None,
                       "parameters": e.parameters(), "dtype": self.config.dtype, "quantize": self.config.quantize,
                       "decoder": e.decoder_name, "fimLayout": self.service.layout(),
+                      "promptContext": self.service.prompt_context() if e.ready else None,
                       "contextTokens": e.prompt_budget(self.config.context_tokens)},
             "engine": dict(e.stats),
             "cache": self.service.cache.stats(),

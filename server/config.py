@@ -34,6 +34,10 @@ class IndexOptions:
     auto_index: bool = False
     # Retrieved-context budget per completion, in characters (the token budget still applies).
     max_context_chars: int = 2000
+    # Retrieved snippets in completion prompts: "auto" uses them unless the model's card.json says it was
+    # trained without them (the starter models: their prompts never had context blocks, and on held-out
+    # files such blocks cost the mixture ~0.01 EM; bench/bench_memory.py --context-chars 0); "on"/"off" force it.
+    prompt_context: Literal["auto", "on", "off"] = "auto"
     # Tokens of each chunk the embedding model reads: 32 indexes ~4x faster than 128 (see indexing/README.md);
     # changing it rebuilds the index. None: what the existing index was built with, else 32.
     embed_max_tokens: int | None = None

@@ -102,6 +102,9 @@ class Engine:
         self.decoder_name = ""
         self.spm_rate = 0.0  # share of suffix-prefix-middle examples in training, from the model's card.json
         self.trained_context: int | None = None  # sequence length it was trained on (card.json "seq_len")
+        # Whether its training prompts had retrieved-context blocks: card.json "context_rate" > 0; a card
+        # without it (the starter models) means no; None: no card, unknown (distilled students, other models).
+        self.trained_with_context: bool | None = None
         self._n_params = 0
         self._stop_ids: set[int] = set()
         self.healer: Any = None
@@ -158,6 +161,7 @@ class Engine:
             self.spm_rate = _number(card.get("spm_rate"), 0.0)
             seq_len = int(_number(card.get("seq_len"), 0))
             self.trained_context = seq_len if seq_len > 0 else None
+            self.trained_with_context = _number(card.get("context_rate"), 0.0) > 0 if card else None
             self.model, self.tokenizer, self._runner = model, tok, runner
             self._kv_ids = []
             self.state = "ready"

@@ -212,6 +212,14 @@ class CompletionService:
                                           c.prefix_share, c.suffix_share, layout=layout)
         return self._builder
 
+    def prompt_context(self) -> bool:
+        """Whether completion prompts carry retrieved snippets (``index.promptContext``; "auto": unless the
+        model's card says it was trained without them)."""
+        mode = self.config.index.prompt_context
+        if mode != "auto":
+            return mode == "on"
+        return self.engine.trained_with_context is not False
+
     def layout(self) -> str | None:
         """The FIM layout prompts use ("psm" or "spm"), once the model is loaded."""
         return self.builder.layout if self.engine.ready else None
@@ -270,7 +278,7 @@ class CompletionService:
 
         lap("lookup")  # splitting the document at the cursor, the memory generation, the cache
         context: list[ContextItem] = []
-        if self.context_provider is not None:
+        if self.context_provider is not None and self.prompt_context():
             try:
                 context = self.context_provider(path or uri, text, line, character)
             except Exception as exc:  # retrieval must never cost the user a completion

@@ -77,6 +77,40 @@ def test_prompt_budget_is_capped_at_the_trained_sequence_length(tiny_model_dir: 
     assert e.trained_context is None and e.prompt_budget(1024) == 1024
 
 
+def test_retrieved_context_in_prompts_follows_the_model_card(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A model whose card says it was trained without context blocks gets none ("auto"); a model without
+    a card, or trained with them, gets the retrieved snippets; the configuration can force either."""
+    from server.config import ProtegeConfig
+    from server.pipeline import CompletionService
+    from server.prompt import ContextItem
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    asked: list[str] = []
+
+    def provider(path: str, text: str, line: int, character: int) -> list[ContextItem]:
+        asked.append(path)
+        return [ContextItem(path="lib/helpers.py", text="def helper_from_elsewhere(x):\n    return x\n")]
+
+    def served_context(mode: str) -> list[str]:
+        e = Engine(EngineOptions(model=str(model)))
+        e.load()
+        cfg = ProtegeConfig()
+        cfg.index.prompt_context = mode  # type: ignore[assignment]
+        cfg.memory.enabled = False
+        service = CompletionService(cfg, e, context_provider=provider)
+        asked.clear()
+        outcome = service.complete("file:///w/app.py", "def main():\n    x = ", 1, 8, path="app.py")
+        assert outcome.generation is not None
+        return list(asked)
+
+    assert served_context("auto") == ["app.py"]  # no card: unknown, context on
+    (model / "card.json").write_text(json.dumps({"seq_len": 512, "spm_rate": 0.5}))  # a starter's card
+    assert served_context("auto") == [] and served_context("on") == ["app.py"]
+    (model / "card.json").write_text(json.dumps({"context_rate": 0.4}))
+    assert served_context("auto") == ["app.py"] and served_context("off") == []
+
+
 def test_warm_up_at_load_leaves_no_trace(fitted_model_dir: Path) -> None:
     """The model is warmed at load (the first real request does not pay for first kernel runs); the
     warm-up is not counted as a request and leaves an empty cache, so outputs are those of a cold engine."""
