@@ -177,7 +177,7 @@ def register(sub: Any) -> None:
     st.set_defaults(func=_status)
 
     p = sub.add_parser("serve", help="run the language server (stdio by default)")
-    p.add_argument("--model", help="model directory (default: the shipped starter student)")
+    p.add_argument("--model", help="model directory, or starter:student / starter:teacher (default: the shipped starter student)")
     p.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio")
     # vscode-languageclient (TransportKind.stdio) and other clients append --stdio: accept it, it is the default.
     p.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (the default)")

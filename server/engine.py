@@ -33,6 +33,20 @@ def default_model_path() -> Path:
     return Path(distill_code.__file__).resolve().parent / "starter" / "student"
 
 
+# Names for the shipped starter models, usable wherever a model directory is (``model`` option, --model).
+STARTER_NAMES = ("starter:student", "starter:teacher")
+
+
+def resolve_model(model: str | None) -> str:
+    """The directory ``model`` names: ``starter:student``/``starter:teacher`` are the shipped starters,
+    None the starter student, anything else is a directory (or a hub id, when online use is allowed)."""
+    if not model:
+        return str(default_model_path())
+    if model in STARTER_NAMES:
+        return str(default_model_path().parent / model.split(":", 1)[1])
+    return model
+
+
 @dataclass
 class EngineOptions:
     model: str | None = None
@@ -116,7 +130,7 @@ class Engine:
         """Load the model; on failure ``state`` is "error" and ``error`` says what to do."""
         import torch  # deferred: importing torch takes seconds and `initialize` must not wait for it
         self.state = "loading"
-        path = self.options.model or str(default_model_path())
+        path = resolve_model(self.options.model)
         self.model_path = path
         try:
             if not self.options.model and not default_model_path().exists():

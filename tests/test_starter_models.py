@@ -126,3 +126,31 @@ async def test_serve_uses_the_shipped_student_by_default(default_client: Languag
     assert Path(status["model"]["path"]).resolve() == default_model_dir("student").resolve()
     card = json.loads((default_model_dir("student") / "card.json").read_text())
     assert status["model"]["parameters"] == card["parameters"]
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_starter_teacher_is_served_by_name(default_client: LanguageClient) -> None:
+    """``model: starter:teacher`` switches the running server to the shipped teacher (no path needed)."""
+    import asyncio
+
+    default_client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"protege": {"model": "starter:teacher"}}))
+    status: dict[str, Any] = {}
+    for _ in range(300):
+        status = await default_client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command="protege.status", arguments=[]))
+        if status["model"]["state"] in ("ready", "error") and "teacher" in str(status["model"]["path"]):
+            break
+        await asyncio.sleep(0.1)
+    assert status["model"]["state"] == "ready", status["model"]
+    assert Path(status["model"]["path"]).resolve() == default_model_dir("teacher").resolve()
+    card = json.loads((default_model_dir("teacher") / "card.json").read_text())
+    assert status["model"]["parameters"] == card["parameters"]
+    assert status["model"]["promptContext"] is False  # its card: pretrained on files, no retrieved snippets
+    uri = "file:///tmp/protege-starter-default/teacher.py"
+    default_client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+        uri=uri, language_id="python", version=1, text="import os\n\n\ndef join_all(parts):\n    return os.path.")))
+    result = await default_client.text_document_inline_completion_async(types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=4, character=19),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)))
+    assert isinstance(result, types.InlineCompletionList) and result.items
