@@ -105,7 +105,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                             heldout_fraction=args.heldout_fraction))
     mining_s = time.perf_counter() - t0
     train_ex, heldout = ds.examples("train"), ds.fim("heldout")
-    budget = Budget(max_len=args.max_len, max_middle=args.max_middle)
+    from distill_code.recipe import resolve_layout
+
+    # The layout the server uses for the student (SPM for the starters: their PSM prompts score far lower).
+    budget = Budget(max_len=args.max_len, max_middle=args.max_middle, layout=resolve_layout(args.layout, student))
     ecfg = EvalConfig(max_examples=args.eval_examples, max_new_tokens=args.max_new_tokens, budget=budget)
 
     results: dict[str, dict[str, Any]] = {}
@@ -198,7 +201,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        else teacher_source.name),
         "teacher_adaptation": adaptation,
         "student": str(student.relative_to(ROOT) if student.is_relative_to(ROOT) else student.name),
-        "equal_compute": {"steps": args.steps, "batch_size": args.batch_size, "max_len": args.max_len,
+        "equal_compute": {"steps": args.steps, "batch_size": args.batch_size, "max_len": args.max_len, "layout": budget.layout,
                           "lr": args.lr, "top_k": args.top_k, "alpha": args.alpha,
                           "divergence": "forward_kl", "end_token": args.end_token,
                           "hidden_kind": args.hidden_kind, "hidden_weight": args.hidden_weight,
@@ -257,6 +260,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="add a 'logit+memory' condition: the repository ∞-gram mixed into the teacher's targets")
     p.add_argument("--max-len", type=int, default=256)
     p.add_argument("--max-middle", type=int, default=64)
+    p.add_argument("--layout", choices=("auto", "psm", "spm"), default="auto",
+                   help="prompt layout for training and evaluation (auto: the student's, as the server serves it)")
     p.add_argument("--max-per-file", type=int, default=60)
     p.add_argument("--heldout-fraction", type=float, default=0.15)
     p.add_argument("--eval-examples", type=int, default=120)

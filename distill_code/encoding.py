@@ -7,7 +7,9 @@ where the completion starts and on how the prefix / suffix / context are cut to 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,6 +43,10 @@ class Budget:
     max_middle: int = 96
     suffix_share: float = 0.25  # of what is left after the middle
     context_share: float = 0.25
+    # Prompt layout: "psm" (prefix-suffix-middle), "spm" (suffix-prefix-middle, what the server uses for models
+    # pretrained on it), "auto": the student's layout (``protege distill`` resolves it from its card.json;
+    # elsewhere "auto" is "psm").
+    layout: str = "auto"
 
 
 def template_of(tokenizer: Any, family: str = "auto") -> FimTemplate:
@@ -56,7 +62,8 @@ def _special(tokenizer: Any, token: str) -> int:
 
 def encode_prompt(ex: Example, tokenizer: Any, template: FimTemplate, budget: Budget,
                   reserve: int) -> list[int]:
-    """Prefix-suffix-middle prompt ids with ``reserve`` tokens left for the completion."""
+    """FIM prompt ids (``budget.layout``: prefix-suffix-middle unless "spm") with ``reserve`` tokens left for
+    the completion. The SPM order matches ``FimTemplate.spm``: context, <prefix><suffix> suffix <middle> prefix."""
     tok = tokenizer
     room = budget.max_len - reserve - 3
     ctx_ids = tok(ex.context, add_special_tokens=False)["input_ids"] if ex.context else []
@@ -67,6 +74,9 @@ def encode_prompt(ex: Example, tokenizer: Any, template: FimTemplate, budget: Bu
     room -= len(suf)
     pre = tok(ex.prefix, add_special_tokens=False)["input_ids"]
     pre = pre[-room:] if room > 0 else []
+    if budget.layout == "spm":
+        return (ctx_ids + [_special(tok, template.prefix), _special(tok, template.suffix)] + suf
+                + [_special(tok, template.middle)] + pre)
     return (ctx_ids + [_special(tok, template.prefix)] + pre + [_special(tok, template.suffix)] + suf
             + [_special(tok, template.middle)])
 
@@ -96,3 +106,19 @@ def collate(batch: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     labels = torch.full_like(ids, pad_id)
     labels[:, :-1] = ids[:, 1:]
     return {"input_ids": ids, "attention_mask": attn, "labels": labels, "mask": mask}
+
+
+def resolve_layout(layout: str, student_dir: str | Path) -> str:
+    """``budget.layout``: "auto" trains in the layout the server will use for the student -- "spm" when its
+    card says it was pretrained on it (``spm_rate`` >= 0.25, as the server decides), else "psm". Tuning the
+    SPM-served starter on PSM prompts alone left it useless in either layout (served EM 0.005 on click)."""
+    if layout in ("psm", "spm"):
+        return layout
+    if layout != "auto":
+        raise ValueError(f"budget.layout must be 'auto', 'psm' or 'spm', got {layout!r}")
+    try:
+        card = json.loads((Path(student_dir) / "card.json").read_text(encoding="utf-8"))
+        rate = float(card.get("spm_rate") or 0.0) if isinstance(card, dict) else 0.0
+    except (OSError, TypeError, ValueError):
+        rate = 0.0
+    return "spm" if rate >= 0.25 else "psm"

@@ -9,6 +9,7 @@ loads) only when it beats the current student on the held-out split within the l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from distill_code import losses as L
-from distill_code.encoding import Budget, collate, encode_example, encode_prompt, template_of
+from distill_code.encoding import Budget, collate, encode_example, encode_prompt, resolve_layout, template_of
 from distill_code.fim import FimTemplate
 from distill_code.metrics import edit_similarity, exact_match, identifier_f1
 from distill_code.mining import Example
@@ -167,7 +168,12 @@ def _teacher_forced(model: Any, tokenizer: Any, template: FimTemplate, exs: list
 
 def evaluate_dir(model_dir: str | Path, examples: list[Example], cfg: EvalConfig | None = None,
                  teacher_dir: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
-    """``evaluate_model`` for a model directory (and an optional teacher directory)."""
+    """``evaluate_model`` for a model directory (and an optional teacher directory). A budget whose layout is
+    "auto" is evaluated in the layout the server would use for this model (``resolve_layout``)."""
+    cfg = cfg or EvalConfig()
+    if cfg.budget.layout == "auto":
+        cfg = dataclasses.replace(cfg, budget=dataclasses.replace(cfg.budget,
+                                                                  layout=resolve_layout("auto", model_dir)))
     model, tok = load_causal_lm(model_dir)
     teacher = load_causal_lm(teacher_dir) if teacher_dir else None
     res = evaluate_model(model, tok, examples, cfg, teacher, progress)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill_code.encoding import Budget
+from distill_code.encoding import Budget, resolve_layout
 from distill_code.evaluate import EvalConfig, evaluate_dir, format_table, gate, promote
 from distill_code.mining import MiningConfig, mine_to_disk
 from distill_code.trainer import TrainConfig, train
@@ -141,6 +141,14 @@ def run_distill(repo: str | Path, recipe: Recipe, workspace: str | Path | None =
                               "recipe": dataclasses.asdict(recipe)}
     teacher_paths = [] if recipe.teacher.server else recipe.teacher_paths()
     student_path = recipe.student_path()
+    capped = cap_budget(recipe.budget, [student_path, *teacher_paths])
+    if capped is not None:
+        report["budget_capped"] = capped
+    try:
+        recipe.budget.layout = resolve_layout(recipe.budget.layout, student_path)
+    except ValueError as exc:
+        raise RecipeError(str(exc)) from exc
+    report["layout"] = recipe.budget.layout
     train_examples = ds.examples("train")
     if recipe.data_distillation.enabled:
         train_examples = train_examples + _data_distill(recipe, teacher_paths, ds.fim("train"), report)
@@ -151,6 +159,7 @@ def run_distill(repo: str | Path, recipe: Recipe, workspace: str | Path | None =
                    else None, progress=progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return report  # under `accelerate launch` only rank 0 evaluates, gates and promotes
+    write_distilled_card(result.model_dir, student_path, recipe.budget, train_examples, teacher_paths)
     report["train"] = {"wall_s": result.wall_s, "final_loss": result.history[-1]["loss"], "resumed_from": result.resumed_from,
                        "targets": result.target_stats, "model_dir": str(result.model_dir)}
     ecfg = EvalConfig(max_examples=recipe.eval.max_examples, max_new_tokens=recipe.eval.max_new_tokens,
@@ -176,6 +185,63 @@ def run_distill(repo: str | Path, recipe: Recipe, workspace: str | Path | None =
     report["table"] = format_table(results)
     (run / "report.json").write_text(json.dumps(report, indent=1, default=str))
     return report
+
+
+def _card(model_dir: str | Path) -> dict[str, Any]:
+    try:
+        card = json.loads((Path(model_dir) / "card.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return card if isinstance(card, dict) else {}
+
+
+def trained_seq_len(model_dir: str | Path) -> int | None:
+    """The sequence length a Protege model was trained on (its card.json ``seq_len``), or None."""
+    try:
+        n = int(_card(model_dir).get("seq_len") or 0)
+    except (ValueError, TypeError):
+        return None
+    return n if n > 0 else None
+
+
+def write_distilled_card(model_dir: str | Path, student_dir: str | Path, budget: Budget, examples: list[Any],
+                         teacher_paths: list[str]) -> None:
+    """What the server reads about a distilled student (``card.json``): the sequence length and layout it
+    was tuned on and the share of its prompts with retrieved context; plus the base student's memory mix
+    table (``memory_mix.json``), the closest fitted one (refit with ``bench/bench_memory.py --fit``)."""
+    import shutil
+
+    from distill_code.memory_mix import FILE_NAME
+
+    out = Path(model_dir)
+    base = _card(student_dir)
+    fim = [e for e in examples if getattr(e, "task", "fim") == "fim"]
+    card = {"distilled_from": str(student_dir), "teachers": list(teacher_paths),
+            "seq_len": min(budget.max_len, int(base.get("seq_len") or budget.max_len)),
+            "spm_rate": 1.0 if budget.layout == "spm" else 0.0,
+            "context_rate": round(sum(bool(getattr(e, "context", "")) for e in fim) / max(1, len(fim)), 4),
+            "examples": len(examples)}
+    (out / "card.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+    table = Path(student_dir) / FILE_NAME
+    if table.exists() and not (out / FILE_NAME).exists():
+        shutil.copyfile(table, out / FILE_NAME)
+
+
+def cap_budget(budget: Budget, model_dirs: list[str]) -> dict[str, int] | None:
+    """Shorten ``budget`` (in place) to the shortest sequence any of the models was trained on: positions past
+    it are ones a small model never learned (the starters, trained on 256 tokens, scored NLL 4.7 instead of
+    3.1 on 384-token held-out prompts and the candidate learned to end at once). Returns what changed."""
+    lengths = [n for d in model_dirs if (n := trained_seq_len(d)) is not None]
+    if not lengths or budget.max_len <= min(lengths):
+        return None
+    cap = min(lengths)
+    before = {"max_len": budget.max_len, "max_middle": budget.max_middle}
+    budget.max_len = cap
+    budget.max_middle = min(budget.max_middle, max(8, cap // 4))
+    log.warning("budget.max_len %d -> %d, max_middle %d -> %d: the models were trained on %d-token sequences "
+                "(card.json)", before["max_len"], cap, before["max_middle"], budget.max_middle, cap)
+    return {"max_len_from": before["max_len"], "max_len": cap, "max_middle_from": before["max_middle"],
+            "max_middle": budget.max_middle}
 
 
 def _data_distill(recipe: Recipe, teacher_paths: list[str], examples: list[Any],
