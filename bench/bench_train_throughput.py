@@ -43,7 +43,8 @@ def matmul_rate(dtype: Any, n: int = 2048, reps: int = 8) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 
-def train_rate(hidden: int, layers: int, heads: int, inter: int, seq: int, batch: int, steps: int) -> dict[str, float]:
+def train_rate(hidden: int, layers: int, heads: int, inter: int, seq: int, batch: int, steps: int,
+               autocast: bool = False) -> dict[str, float]:
     import torch
     import torch.nn.functional as F
 
@@ -56,8 +57,9 @@ def train_rate(hidden: int, layers: int, heads: int, inter: int, seq: int, batch
     ids = torch.randint(0, 8192, (batch, seq))
 
     def step() -> None:
-        logits = model(input_ids=ids).logits
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, 8192), ids[:, 1:].reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):  # fp32 master weights either way
+            logits = model(input_ids=ids).logits
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, 8192).float(), ids[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -142,6 +144,13 @@ def main() -> int:
         print(f"{name:24s} {r['parameters'] / 1e6:5.2f}M params  {r['tokens_per_s']:7.0f} tok/s  "
               f"{r['gflops_6n']:5.1f} GFLOP/s ({r['fraction_of_fp32_matmul']:.0%} of fp32 matmul)  "
               f"80M tokens: {r['hours_per_80m_tokens']} h")
+    if bf16 > fp32:  # a CPU with bf16 matmul (avx512_bf16/AMX): does autocast training pay?
+        for name, h, layers, heads, inter, seq, batch in SHAPES[1:4:2]:  # the v2 teacher and student
+            r = train_rate(h, layers, heads, inter, seq, batch, args.steps, autocast=True)
+            base = rows[name]["tokens_per_s"]
+            r.update({"seq_len": seq, "batch": batch, "autocast": "bf16", "vs_fp32": round(r["tokens_per_s"] / base, 2)})
+            rows[name + ", bf16 autocast"] = r
+            print(f"{name + ', bf16 autocast':38s} {r['tokens_per_s']:7.0f} tok/s  ({r['vs_fp32']}x fp32 training)")
     kd = distill_rates(args.steps)
     print(f"v2 student KD step: composed loss + fp32 teacher {kd['composed_fp32_teacher']['tokens_per_s']:.0f} tok/s, "
           f"fused loss + bf16 teacher {kd['fused_bf16_teacher']['tokens_per_s']:.0f} tok/s ({kd['speedup']}x)")
