@@ -69,8 +69,15 @@ def _complete(args: argparse.Namespace) -> int:
         print(f"protege: cannot read {path}: {exc}", file=sys.stderr)
         return 2
     raw: dict[str, Any] = {"debounceMs": 0}
+    workspace = Path(args.workspace).resolve() if args.workspace else _repository_root(path)
     if args.model:
         raw["model"] = args.model
+    elif workspace is not None:  # as `protege serve` does: the student `protege distill` promoted for it
+        from distill_code.workspace import served_promoted_model
+
+        promoted = served_promoted_model(workspace)
+        if promoted is not None:
+            raw["model"] = str(promoted)
     if args.quantize:
         raw["quantize"] = args.quantize
     cfg, warnings = parse_config(raw)
@@ -83,7 +90,6 @@ def _complete(args: argparse.Namespace) -> int:
         return 1
     screen, problem = make_screen(cfg)
     service = CompletionService(cfg, engine, screen=screen)
-    workspace = Path(args.workspace).resolve() if args.workspace else _repository_root(path)
     rel = None
     if workspace is not None and cfg.memory.enabled:
         rel = _memory_for(service, workspace, path)
@@ -92,7 +98,7 @@ def _complete(args: argparse.Namespace) -> int:
     except PositionError as exc:
         print(f"protege: bad position: {exc}", file=sys.stderr)
         return 2
-    result = {"suggestion": out.text, "latency_ms": round(out.latency_ms, 1), "mode": out.mode,
+    result = {"suggestion": out.text, "model": engine.model_path, "latency_ms": round(out.latency_ms, 1), "mode": out.mode,
               "sources": out.sources, "memory_tokens": out.memory_tokens,
               "tokens": out.generated_tokens, "blocked": out.blocked,
               "screen": out.screen.to_dict() if out.screen is not None and hasattr(out.screen, "to_dict") else None}
@@ -187,8 +193,10 @@ def register(sub: Any) -> None:
 
     c = sub.add_parser("complete", help="print a completion for FILE:LINE:COL (1-based)")
     c.add_argument("location", metavar="FILE:LINE:COL")
-    c.add_argument("--model")
+    c.add_argument("--model", help="model directory or starter:student / starter:teacher (default: the workspace's "
+                                   "promoted student, else the shipped starter student)")
     c.add_argument("--quantize", choices=["none", "int8"])
     c.add_argument("--json", action="store_true")
-    c.add_argument("--workspace", help="repository whose memory to use (default: the nearest folder with .git)")
+    c.add_argument("--workspace", help="repository whose memory and promoted student to use (default: the nearest "
+                                       "folder with .git)")
     c.set_defaults(func=_complete)

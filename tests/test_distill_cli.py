@@ -95,3 +95,19 @@ def test_bad_input_is_one_clear_error(repo: Path, tmp_path: Path, tiny_model_dir
     assert "unknown key(s) ['stesp'] in [train]" in err and err.count("\n") == 1
     assert main(["eval", str(repo), "--model", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_complete_uses_the_workspaces_promoted_student(tiny_model_dir: Path, student_dir: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """`protege complete` serves what `protege serve` would: the promoted student, unless --model says otherwise."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    src = ws / "util.py"
+    src.write_text("def double(x):\n    return x * 2\n", encoding="utf-8")
+    assert main(["complete", f"{src}:2:12", "--workspace", str(ws), "--json"]) == 0
+    assert Path(json.loads(capsys.readouterr().out)["model"]).name == "student"  # nothing promoted: the starter
+    shutil.copytree(student_dir, promoted_model_dir(ws))
+    assert main(["complete", f"{src}:2:12", "--workspace", str(ws), "--json"]) == 0
+    assert Path(json.loads(capsys.readouterr().out)["model"]) == promoted_model_dir(ws)
+    assert main(["complete", f"{src}:2:12", "--workspace", str(ws), "--model", str(tiny_model_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == str(tiny_model_dir)
