@@ -117,8 +117,16 @@ def resolve_layout(layout: str, student_dir: str | Path) -> str:
     if layout != "auto":
         raise ValueError(f"budget.layout must be 'auto', 'psm' or 'spm', got {layout!r}")
     try:
-        card = json.loads((Path(student_dir) / "card.json").read_text(encoding="utf-8"))
-        rate = float(card.get("spm_rate") or 0.0) if isinstance(card, dict) else 0.0
-    except (OSError, TypeError, ValueError):
+        rate = float(read_card(student_dir).get("spm_rate") or 0.0)
+    except (TypeError, ValueError):
         rate = 0.0
     return "spm" if rate >= 0.25 else "psm"
+
+
+def read_card(model_dir: str | Path) -> dict[str, Any]:
+    """A Protege model's ``card.json`` (figures and training facts), or {} when absent or unreadable."""
+    try:
+        card = json.loads((Path(model_dir) / "card.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return card if isinstance(card, dict) else {}

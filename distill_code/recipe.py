@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill_code.encoding import Budget, resolve_layout
+from distill_code.encoding import Budget, read_card, resolve_layout
 from distill_code.evaluate import EvalConfig, evaluate_dir, format_table, gate, promote
 from distill_code.mining import MiningConfig, mine_to_disk
 from distill_code.trainer import TrainConfig, train
@@ -187,18 +187,10 @@ def run_distill(repo: str | Path, recipe: Recipe, workspace: str | Path | None =
     return report
 
 
-def _card(model_dir: str | Path) -> dict[str, Any]:
-    try:
-        card = json.loads((Path(model_dir) / "card.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return card if isinstance(card, dict) else {}
-
-
 def trained_seq_len(model_dir: str | Path) -> int | None:
     """The sequence length a Protege model was trained on (its card.json ``seq_len``), or None."""
     try:
-        n = int(_card(model_dir).get("seq_len") or 0)
+        n = int(read_card(model_dir).get("seq_len") or 0)
     except (ValueError, TypeError):
         return None
     return n if n > 0 else None
@@ -214,7 +206,7 @@ def write_distilled_card(model_dir: str | Path, student_dir: str | Path, budget:
     from distill_code.memory_mix import FILE_NAME
 
     out = Path(model_dir)
-    base = _card(student_dir)
+    base = read_card(student_dir)
     fim = [e for e in examples if getattr(e, "task", "fim") == "fim"]
     card = {"distilled_from": str(student_dir), "teachers": list(teacher_paths),
             "seq_len": min(budget.max_len, int(base.get("seq_len") or budget.max_len)),
