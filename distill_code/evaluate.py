@@ -57,9 +57,7 @@ def as_served(completion: str, ex: Example, stops: tuple[str, ...] = ()) -> str:
     """``completion`` as the language server would show it at the example's cursor."""
     from server.postprocess import CursorContext, postprocess
 
-    line_prefix = ex.prefix.rsplit("\n", 1)[-1]
-    line_suffix = ex.suffix.split("\n", 1)[0]
-    return postprocess(completion, CursorContext(line_prefix, line_suffix, ex.suffix), stops)
+    return postprocess(completion, CursorContext.at(ex.prefix, ex.suffix), stops)
 
 
 def _greedy(model: Any, tokenizer: Any, template: FimTemplate, ex: Example, budget: Budget,

@@ -256,9 +256,8 @@ class CompletionService:
             self.cache = SuggestionCache(self.config.cache_size)
             self._memory_generation = generation
         cached = self.cache.get(uri, prefix, suffix)
-        line_prefix = prefix.rsplit("\n", 1)[-1]
-        line_suffix = suffix.split("\n", 1)[0]
-        ctx = CursorContext(line_prefix=line_prefix, line_suffix=line_suffix, suffix=suffix)
+        ctx = CursorContext.at(prefix, suffix)
+        line_prefix = ctx.line_prefix
         mode = ctx.mode if self.config.multiline else "line"
         if cached is not None:
             return Outcome(text=cached[0], source=cached[1], latency_ms=(time.perf_counter() - t0) * 1000,

@@ -26,6 +26,16 @@ class CursorContext:
     line_prefix: str  # text of the current line before the cursor
     line_suffix: str  # text of the current line after the cursor
     suffix: str  # the whole document after the cursor
+    # Brackets opened on earlier lines and still open at the current line, outermost first (a call or a
+    # signature spread over lines): the suggestion may close them.
+    open_before: str = ""
+
+    @classmethod
+    def at(cls, prefix: str, suffix: str) -> CursorContext:
+        """The context of a cursor between ``prefix`` and ``suffix`` (the whole document around it)."""
+        head, _, line_prefix = prefix.rpartition("\n")
+        return cls(line_prefix=line_prefix, line_suffix=suffix.split("\n", 1)[0], suffix=suffix,
+                   open_before=open_brackets(head))
 
     @property
     def mode(self) -> Mode:
@@ -156,6 +166,43 @@ def code_brackets(text: str) -> list[int]:
     return out
 
 
+_TRAILING_COMMENT = re.compile(r"(^|\s)#[^'\"]*$")
+_STATEMENT_START = re.compile(r"[A-Za-z_@]|[ \t]+(def|class|async def)\s|[ \t]+@")
+OPEN_LOOKBACK_LINES = 60
+
+
+def open_brackets(text: str, max_lines: int = OPEN_LOOKBACK_LINES) -> str:
+    """The code brackets still open at the end of ``text`` (earlier lines of a document), outermost first.
+
+    The scan starts at the last of the final ``max_lines`` lines that begins a top-level statement
+    (column 0) or a definition (``def``, ``class``, a decorator), so an unbalanced bracket far above
+    cannot leak in; comment lines and trailing
+    ``# comments`` are skipped; a closer that closes nothing resets the scan (the text is not code we
+    understand)."""
+    lines = text.split("\n")[-max_lines:]
+    start = 0
+    for i in range(len(lines) - 1, -1, -1):
+        if _STATEMENT_START.match(lines[i]):
+            start = i
+            break
+    kept = []
+    for ln in lines[start:]:
+        if ln.lstrip().startswith("#"):
+            continue
+        kept.append(_TRAILING_COMMENT.sub("", ln) if "#" in ln else ln)
+    code = "\n".join(kept)
+    stack: list[str] = []
+    for i in code_brackets(code):
+        ch = code[i]
+        if ch in _OPEN:
+            stack.append(ch)
+        elif stack and stack[-1] == _CLOSE[ch]:
+            stack.pop()
+        else:
+            return ""
+    return "".join(stack)
+
+
 def _net_brackets(text: str) -> int:
     return sum(1 if text[i] in _OPEN else -1 for i in code_brackets(text))
 
@@ -212,17 +259,26 @@ def remove_repetition(text: str) -> str:
 
 def balance_brackets(text: str, ctx: CursorContext) -> str:
     """Drop closing brackets that close nothing, unless the suffix-side text still needs them."""
-    depth: list[str] = []
-    # Brackets still open on the current line before the cursor may be closed by the suggestion; brackets
-    # inside string literals (``"["``, ``f"\\033[{x}m"``) are text, not code.
+    depth: list[str] = list(ctx.open_before)
+    outer = len(depth)
+    # Brackets still open before the cursor (on this line or, for a call spread over lines, above it) may be
+    # closed by the suggestion; brackets inside string literals (``"["``, ``f"\\033[{x}m"``) are text, not code.
+    # A bracket opened on an earlier line is closed where formatted code closes it, at the start of a line
+    # (``) -> Response:``); after an argument (``"text",`` + ``)``) the argument list goes on below.
+    full = ctx.line_prefix + text
     start = len(ctx.line_prefix)
-    for i in code_brackets(ctx.line_prefix + text):
-        ch = (ctx.line_prefix + text)[i]
+    for i in code_brackets(full):
+        ch = full[i]
         if ch in _OPEN:
             depth.append(ch)
-        elif depth and depth[-1] == _CLOSE[ch]:
-            depth.pop()
-        elif i >= start:
+            continue
+        if depth and depth[-1] == _CLOSE[ch]:
+            line_head = full[full.rfind("\n", 0, i) + 1: i]
+            if len(depth) > outer or not line_head.strip(" \t)]}") or i < start:
+                depth.pop()
+                outer = min(outer, len(depth))
+                continue
+        if i >= start:
             return text[: i - start]  # an unmatched closer: the rest belongs to code we cannot see
     return text
 

@@ -1,6 +1,6 @@
 """Post-processing on real code: modes, block truncation, suffix overlap, repetition, brackets."""
 
-from server.postprocess import CursorContext, postprocess, remove_repetition, truncate_block
+from server.postprocess import CursorContext, open_brackets, postprocess, remove_repetition, truncate_block
 
 STOPS = ("<|endoftext|>", "<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<file_sep>")
 
@@ -78,3 +78,20 @@ def test_brackets_inside_string_literals_are_text() -> None:
 def test_apostrophes_in_prose_start_no_string() -> None:
     # "don't" is a word, not a string: the ")" still closes the comment's "(", the next one closes nothing.
     assert postprocess("ok) and more)", ctx("    # don't (see"), STOPS) == "ok) and more"
+
+
+def test_brackets_opened_on_earlier_lines() -> None:
+    signature = "    def send(\n        self,\n        request: Request,  # the request (sent as is\n"
+    # The line that closes a signature spread over lines keeps its ")"; the comment's "(" is not code.
+    assert open_brackets(signature) == "("
+    at_indent = CursorContext.at(signature + "    ", "\n        return self._send(request)\n")
+    assert postprocess(") -> Response:\n        return", at_indent, STOPS) == ") -> Response:\n        return"
+    # After an argument the list goes on below (formatted code closes a hanging bracket on its own line).
+    mid = CursorContext.at(signature + '        help="the', "\n    )\n")
+    assert postprocess(' url.")', mid, STOPS) == ' url."'
+    # A bracket opened on this line still closes after its arguments; one that closes nothing is dropped.
+    inner = CursorContext.at("x = call(\n    a,\n    b(", "\n")
+    assert postprocess("c))", inner, STOPS) == "c)"
+    assert open_brackets('x = "("\ny = [\n') == "["
+    assert open_brackets("def f():\n    return g(a)\n") == ""
+    assert open_brackets("x = )\ny = (\n") == "("  # the scan starts at the last top-level statement
