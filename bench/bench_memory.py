@@ -7,7 +7,8 @@ with the rest of that line. Three conditions, side by side in one run:
 
 * ``student``: the server with ``memory.enabled = false`` (what users had before),
 * ``memory``: the ∞-gram alone (greedy from the memory's distribution until no match or end of line),
-* ``mixture``: the server with its defaults (the memory mixed into every decoding step).
+* ``mixture_greedy``: the memory mixed in, line search off (``search.candidates = 1``),
+* ``mixture``: the server with its defaults (the memory mixed into every decoding step, line search on).
 
 Also: memory build time and size per 1M tokens, query cost, and a save's update time. ``--fit`` fits
 the mixture weights on *other* repositories (never the evaluated ones) and writes them beside the model,
@@ -185,7 +186,7 @@ def save_update_ms(engine: Any, repo: Path, n: int = 5) -> dict[str, Any]:
 # -- through the real server --------------------------------------------------------------------------
 async def served(repo: Path, heldout: list[tuple[str, str]], cases: list[dict[str, Any]], memory: bool,
                  cache_dir: Path, model: str | None, context_chars: int | None = None,
-                 ) -> tuple[list[str], list[float], dict[str, Any]]:
+                 candidates: int | None = None) -> tuple[list[str], list[float], dict[str, Any]]:
     from lsprotocol import types
     from pygls.lsp.client import LanguageClient
 
@@ -195,7 +196,9 @@ async def served(repo: Path, heldout: list[tuple[str, str]], cases: list[dict[st
     index: dict[str, Any] = {"cacheDir": str(cache_dir)}
     if context_chars is not None:
         index["maxContextChars"] = context_chars
-    opts = {"debounceMs": 0, "memory": {"enabled": memory}, "index": index}
+    opts: dict[str, Any] = {"debounceMs": 0, "memory": {"enabled": memory}, "index": index}
+    if candidates is not None:
+        opts["search"] = {"candidates": candidates}
     await client.initialize_async(types.InitializeParams(
         capabilities=types.ClientCapabilities(), root_uri=repo.as_uri(),
         workspace_folders=[types.WorkspaceFolder(uri=repo.as_uri(), name=repo.name)],
@@ -410,9 +413,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         upd = save_update_ms(engine, repo)
         row: dict[str, Any] = {"repo": info, "memory_build": mem_info, "save_update": upd,
                                "memory": score(mem_preds, cases)}
-        for name, on in (("student", False), ("mixture", True)):
+        for name, on, cands in (("student", False, None), ("mixture_greedy", True, 1), ("mixture", True, None)):
             preds, lat, status = asyncio.run(served(repo, heldout, cases, on, cache, args.model,
-                                                          args.context_chars))
+                                                          args.context_chars, cands))
             row[name] = {**score(preds, cases), **latency(lat), "stages_ms_p50": status.get("latency")}
             if on:
                 row[name]["server_memory"] = portable(status.get("memory") or {})
@@ -420,7 +423,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                    for c, p, m in list(zip(cases, preds, mem_preds, strict=True))[:12]]
         report["repos"][pkg] = row
         print(f"\n{pkg} {info['version']} ({info['files']} files, {len(heldout)} held out, {len(cases)} lines)")
-        for name in ("student", "memory", "mixture"):
+        for name in ("student", "memory", "mixture_greedy", "mixture"):
             r = row[name]
             lat_s = f"  p50 {r['p50_ms']:.0f} / p95 {r['p95_ms']:.0f} ms" if "p50_ms" in r else ""
             print(f"  {name:8s} EM {r['exact_match']:.3f}  ES {r['edit_similarity']:.3f}{lat_s}")

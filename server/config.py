@@ -44,6 +44,20 @@ class IndexOptions:
 
 
 @dataclass
+class SearchOptions:
+    """Line search: when the first token is uncertain, the first line is chosen among greedy continuations of
+    the most likely first tokens by its whole log-probability (fitted on held-out files of httpx, typer and
+    tenacity, never on the benchmark's repositories: bench/bench_memory.py)."""
+
+    # First tokens tried, the greedy one included; 1 turns the search off (plain greedy decoding).
+    candidates: int = 3
+    # Search only when the best first token's probability is below this.
+    below: float = 0.9
+    # Another first token wins when its line is this many nats more likely than the greedy line.
+    margin: float = 1.0
+
+
+@dataclass
 class MemoryOptions:
     """Repository memory: an ∞-gram over the workspace's tokens mixed into every completion (indexing/memory.py)."""
 
@@ -80,6 +94,7 @@ class ProtegeConfig:
     screening: ScreeningOptions = field(default_factory=ScreeningOptions)
     index: IndexOptions = field(default_factory=IndexOptions)
     memory: MemoryOptions = field(default_factory=MemoryOptions)
+    search: SearchOptions = field(default_factory=SearchOptions)
 
 
 _RANGES: dict[str, tuple[float, float]] = {
@@ -94,6 +109,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "cache_size": (0, 100000),
     "max_context_chars": (0, 200000),
     "embed_max_tokens": (8, 512),
+    "candidates": (1, 5),
+    "below": (0.0, 1.0),
+    "margin": (0.0, 100.0),
 }
 
 

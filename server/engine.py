@@ -8,6 +8,7 @@ between tokens, so a superseded request stops within one forward pass.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -97,6 +98,36 @@ class GenerationResult:
     token_probs: list[float] = field(default_factory=list)
     token_ends: list[int] = field(default_factory=list)
     first_free: int = 0
+    # The mixed distribution's best tokens at the first free step (id, probability), best first.
+    alternatives: list[tuple[int, float]] = field(default_factory=list)
+    searched: int = 0  # other first tokens a line search decoded
+
+
+@dataclass
+class LineSearch:
+    """Choose the first line among greedy continuations of the ``candidates`` most likely first tokens
+    (the greedy one included) when the best of them is below ``below``: another first token wins when its
+    line's log-probability beats the greedy line's by more than ``margin`` nats. Greedy decoding commits
+    to the likeliest first token; when two are close, the line that follows is the better judge."""
+
+    candidates: int = 3
+    below: float = 0.9
+    margin: float = 1.0
+
+    def wanted(self, result: GenerationResult) -> bool:
+        return (self.candidates > 1 and result.stop_reason != "cancelled" and len(result.alternatives) > 1
+                and result.alternatives[0][1] < self.below)
+
+
+def line_score(result: GenerationResult) -> float:
+    """Log-probability of a generation's first line: its free tokens up to the one that ends the line."""
+    end = result.text.find("\n")
+    total = 0.0
+    for i in range(result.first_free, len(result.token_probs)):
+        total += math.log(max(result.token_probs[i], 1e-9))
+        if end >= 0 and result.token_ends[i] > end:
+            break
+    return total
 
 
 class Engine:
@@ -237,23 +268,69 @@ class Engine:
                  cancel: threading.Event | None = None, heal_removed: str = "",
                  base_indent: int | None = None,
                  extra_stop: Callable[[str], bool] | None = None,
-                 memory: MemoryHook | None = None, require_text: bool = False) -> GenerationResult:
-        """``_generate`` with background indexing stepped aside (completions and explanations alike)."""
+                 memory: MemoryHook | None = None, require_text: bool = False,
+                 first_token: int | None = None, search: LineSearch | None = None) -> GenerationResult:
+        """``_generate`` with background indexing stepped aside (completions and explanations alike); with
+        ``search``, the first line is chosen among greedy continuations of the best first tokens."""
         with FOREGROUND.active():
-            return self._generate(prompt_ids, max_new_tokens, mode, cancel, heal_removed, base_indent, extra_stop,
-                                  memory, require_text)
+            best = self._generate(prompt_ids, max_new_tokens, mode, cancel, heal_removed, base_indent, extra_stop,
+                                  memory, require_text, first_token)
+            if search is None or first_token is not None or not search.wanted(best):
+                return best
+            t0 = time.perf_counter()
+            best_score, winner = line_score(best), None
+            tried = 0
+            for token, _p in best.alternatives[1: search.candidates]:
+                if token in self._stop_ids:
+                    continue
+                if cancel is not None and cancel.is_set():
+                    break
+                # Only the first line is scored: decode it alone (line mode), reusing the prompt's cache.
+                # Log-probabilities only fall as a line grows: stop a candidate once it can no longer win.
+                alt = self._generate(prompt_ids, max_new_tokens, "line", cancel, heal_removed, base_indent,
+                                     extra_stop, memory, require_text, token, count=False,
+                                     abandon_at=best_score + search.margin)
+                tried += 1
+                if alt.stop_reason == "cancelled":
+                    best.stop_reason = "cancelled"
+                    break
+                if alt.stop_reason == "abandoned" or not alt.text.split("\n", 1)[0].strip():  # no line: no suggestion
+                    continue
+                score = line_score(alt)
+                if score > best_score + search.margin:
+                    best_score, winner = score, (token, alt)
+            self.stats["search_requests"] = self.stats.get("search_requests", 0) + 1
+            self.stats["search_decodes"] = self.stats.get("search_decodes", 0) + tried
+            if winner is not None and best.stop_reason != "cancelled":
+                token, alt = winner
+                if mode != "line":  # the suggestion may go on below its first line: decode it in full
+                    alt = self._generate(prompt_ids, max_new_tokens, mode, cancel, heal_removed, base_indent,
+                                         extra_stop, memory, require_text, token, count=False)
+                alt.alternatives = best.alternatives
+                alt.searched = tried
+                alt.elapsed_s = best.elapsed_s + (time.perf_counter() - t0)
+                self.stats["search_changed"] = self.stats.get("search_changed", 0) + 1
+                return alt
+            best.searched = tried
+            best.elapsed_s += time.perf_counter() - t0
+            return best
 
     def _generate(self, prompt_ids: list[int], max_new_tokens: int, mode: Mode = "block",
                   cancel: threading.Event | None = None, heal_removed: str = "",
                   base_indent: int | None = None,
                   extra_stop: Callable[[str], bool] | None = None,
-                  memory: MemoryHook | None = None, require_text: bool = False) -> GenerationResult:
+                  memory: MemoryHook | None = None, require_text: bool = False,
+                  first_token: int | None = None, count: bool = True,
+                  abandon_at: float | None = None) -> GenerationResult:
         """Greedy decode after ``prompt_ids`` with early stops for ``mode``.
 
         ``heal_removed`` is text backed off the prompt by token healing: the first tokens are
         constrained to reproduce it, and it is stripped from the returned text. With ``memory``, each
         step decodes from the mixture of the model's and the repository memory's next-token
         distributions, and a long unambiguous match drafts its continuation for verification.
+        ``first_token`` replaces the first free (unforced) token's choice; ``abandon_at`` stops decoding
+        (reason "abandoned") once the free tokens' summed log-probability falls to it. ``count`` False
+        leaves the request counters alone (a line search's extra decodes belong to one request).
         """
         import torch
 
@@ -285,6 +362,8 @@ class Engine:
             token_probs: list[float] = []
             token_ends: list[int] = []
             first_free = -1
+            alternatives: list[tuple[int, float]] = []
+            line_logp = 0.0
             stop_below = float(getattr(memory.weights, "stop_below", 0.0)) if memory is not None else 0.0
             try:
                 while len(generated) < max_new_tokens:
@@ -313,6 +392,10 @@ class Engine:
                         next_id = int(torch.argmax(logits))
                         if first_free < 0:
                             first_free = len(generated)
+                            top = torch.topk(torch.softmax(logits.float(), -1), 5)
+                            alternatives = [(int(i), float(v)) for v, i in zip(top.values, top.indices, strict=True)]
+                            if first_token is not None:
+                                next_id = first_token
                     if next_id in self._stop_ids and require_text and not self._body(text, heal_removed).strip():
                         # On a blank line the user asked for a line: the model's "nothing here" (a FIM
                         # middle that ends at once) is no suggestion, so take its best real token.
@@ -337,6 +420,11 @@ class Engine:
                         reason = "unsure"  # the rest would more likely be wrong than right
                         break
                     token_probs.append(p_chosen)
+                    if abandon_at is not None and first_free >= 0:
+                        line_logp += math.log(max(p_chosen, 1e-9))
+                        if line_logp <= abandon_at:
+                            reason = "abandoned"  # a line search's candidate that can no longer win
+                            break
                     from_memory = None
                     if lam > 0.0 and match is not None and model_probs is not None and next_id in match.next_counts:
                         p_mem = match.next_counts[next_id] / max(1, sum(match.next_counts.values()))
@@ -392,17 +480,19 @@ class Engine:
             if heal_removed and self.healer is not None:
                 text = self.healer.strip(text, heal_removed)
             elapsed = time.perf_counter() - t0
-            self.stats["requests"] += 1
+            if count:  # a line search's extra decodes are part of its request
+                self.stats["requests"] += 1
+                self.stats["reused_tokens"] += reused
+                self.stats["prompt_tokens"] += len(prompt_ids)
             self.stats["generated_tokens"] += len(generated)
-            self.stats["reused_tokens"] += reused
-            self.stats["prompt_tokens"] += len(prompt_ids)
             self.stats["decode_s"] += elapsed
             self.stats["memory_tokens"] += memory_tokens
             return GenerationResult(text=text, tokens=len(generated), prompt_tokens=len(prompt_ids),
                                     reused_tokens=reused, elapsed_s=elapsed, stop_reason=reason,
                                     token_ids=generated, memory_tokens=memory_tokens, copied=copied,
                                     token_probs=token_probs, token_ends=token_ends,
-                                    first_free=first_free if first_free >= 0 else len(generated))
+                                    first_free=first_free if first_free >= 0 else len(generated),
+                                    alternatives=alternatives)
 
     @staticmethod
     def _body(text: str, heal_removed: str) -> str:

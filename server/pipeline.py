@@ -16,7 +16,7 @@ from typing import Any
 
 from indexing.foreground import FOREGROUND
 from server.config import ProtegeConfig
-from server.engine import Engine
+from server.engine import Engine, LineSearch
 from server.postprocess import CursorContext, postprocess
 from server.prompt import ContextItem, PromptBuilder
 from server.scheduler import SuggestionCache
@@ -212,6 +212,11 @@ class CompletionService:
                                           c.prefix_share, c.suffix_share, layout=layout)
         return self._builder
 
+    def _search(self) -> LineSearch | None:
+        """The line search the configuration asks for (``search``), or None for plain greedy decoding."""
+        o = self.config.search
+        return LineSearch(o.candidates, o.below, o.margin) if o.candidates > 1 else None
+
     def prompt_context(self) -> bool:
         """Whether completion prompts carry retrieved snippets (``index.promptContext``; "auto": unless the
         model's card says it was trained without them)."""
@@ -309,7 +314,7 @@ class CompletionService:
         gen = self.engine.generate(prompt.ids, max_new, mode=mode, cancel=cancel, heal_removed=heal_removed,
                                    base_indent=ctx.indent,
                                    extra_stop=suffix_plan.reached if suffix_plan is not None else None,
-                                   memory=hook, require_text=_blank_line(prefix, suffix))
+                                   memory=hook, require_text=_blank_line(prefix, suffix), search=self._search())
         lap("generate")
         if suffix_plan is not None:
             gen.text = suffix_plan.trim(gen.text)

@@ -175,3 +175,36 @@ def test_blank_line_means_only_indentation_around_the_cursor() -> None:
     assert not _blank_line("def f():\n    ret", "\n")  # mid-line: the model may well end here
     assert not _blank_line("def f():\n    ", "pass\n")  # text after the cursor on its line
     assert not _blank_line("", "")  # an empty file: nothing to go on
+
+
+def test_line_search_picks_a_first_line_only_when_it_is_clearly_likelier() -> None:
+    from server.engine import LineSearch, default_model_path, line_score
+
+    engine = Engine(EngineOptions(model=str(default_model_path())))
+    engine.load()
+    assert engine.ready, engine.error
+    tok = engine.tokenizer
+    source = (Path(__file__).parent / "fixtures" / "server" / "inventory.py").read_text(encoding="utf-8")
+    search = LineSearch(candidates=3, below=1.0, margin=1.0)
+    searched = 0
+    for frac in (0.2, 0.35, 0.5, 0.65, 0.8):
+        ids = tok(source[: int(len(source) * frac)], add_special_tokens=False)["input_ids"]
+        greedy = engine.generate(ids, 24, mode="line")
+        best = engine.generate(ids, 24, mode="line", search=search)
+        assert len(greedy.alternatives) == 5 and greedy.alternatives[0][0] == greedy.token_ids[greedy.first_free]
+        searched += best.searched
+        if best.token_ids == greedy.token_ids:
+            continue
+        # Another first token won: its line beats the greedy one by more than the margin.
+        assert best.token_ids[best.first_free] in [t for t, _ in greedy.alternatives[1:3]]
+        assert line_score(best) > line_score(greedy) + search.margin
+    assert searched > 0 and engine.stats["search_requests"] == 5
+    # Forcing the first free token, and abandoning a candidate whose line can no longer win.
+    ids = tok(source[: len(source) // 2], add_special_tokens=False)["input_ids"]
+    greedy = engine.generate(ids, 24, mode="line")
+    second = greedy.alternatives[1][0]
+    forced = engine.generate(ids, 24, mode="line", first_token=second)
+    assert forced.token_ids[forced.first_free] == second
+    assert engine._generate(ids, 24, "line", abandon_at=0.0).stop_reason == "abandoned"
+    # One candidate is plain greedy decoding.
+    assert engine.generate(ids, 24, mode="line", search=LineSearch(candidates=1)).token_ids == greedy.token_ids
