@@ -33,9 +33,10 @@ class CursorContext:
     @classmethod
     def at(cls, prefix: str, suffix: str) -> CursorContext:
         """The context of a cursor between ``prefix`` and ``suffix`` (the whole document around it)."""
-        head, _, line_prefix = prefix.rpartition("\n")
-        return cls(line_prefix=line_prefix, line_suffix=suffix.split("\n", 1)[0], suffix=suffix,
-                   open_before=open_brackets(head))
+        # Only the lines the bracket scan reads are split off (this runs on every request, whatever the file's size).
+        parts = prefix.rsplit("\n", OPEN_LOOKBACK_LINES + 1)
+        return cls(line_prefix=parts[-1], line_suffix=suffix.split("\n", 1)[0], suffix=suffix,
+                   open_before=open_brackets("\n".join(parts[-(OPEN_LOOKBACK_LINES + 1):-1])))
 
     @property
     def mode(self) -> Mode:
@@ -179,7 +180,7 @@ def open_brackets(text: str, max_lines: int = OPEN_LOOKBACK_LINES) -> str:
     cannot leak in; comment lines and trailing
     ``# comments`` are skipped; a closer that closes nothing resets the scan (the text is not code we
     understand)."""
-    lines = text.split("\n")[-max_lines:]
+    lines = text.rsplit("\n", max_lines)[-max_lines:]
     start = 0
     for i in range(len(lines) - 1, -1, -1):
         if _STATEMENT_START.match(lines[i]):
