@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM
 
-    from distill_code.corpus_memory import Sentinels, cross_fitted, fit, observe, train_shard
+    from distill_code.corpus import collect_corpus
+    from distill_code.corpus_memory import Sentinels, cross_fitted, fit, observe, project_of, project_shards, train_shard
     from distill_code.pretrain import load_recipe, prepare_data
     from distill_code.token_data import TokenBlocks
 
@@ -46,22 +47,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     build_s = time.perf_counter() - t0
     print(f"corpus memory: {shard.n / 1e6:.1f}M train tokens, {len(train_ranges)} files, built in {build_s:.0f} s",
           file=sys.stderr)
+    entries, _ = collect_corpus(recipe.corpus)  # the token cache's file order
+    if len(entries) + 1 != len(corpus.offsets):
+        raise SystemExit("corpus and token cache disagree; run protege pretrain once to rebuild the cache")
+    projects, file_project = project_shards(corpus.tokens, corpus.offsets, corpus.validation,
+                                            [project_of(e.path) for e in entries])
     s = Sentinels.of(tok)
     out: dict[str, Any] = {
         "benchmark": "corpus_memory", "recipe": args.recipe,
         "corpus": {"train_tokens": int(shard.n), "train_files": len(train_ranges),
-                   "validation_files": len(corpus.ranges("validation")), "prepare_s": round(prep_s, 1),
+                   "validation_files": len(corpus.ranges("validation")), "projects": len(projects),
+                   "prepare_s": round(prep_s, 1),
                    "build_s": round(build_s, 1)},
         "models": {},
     }
     for role in args.models:
         cfg = getattr(recipe, role)
-        blocks = TokenBlocks(corpus, "validation", tok, cfg.seq_len, cfg.batch_size, recipe.fim_rate,
-                             recipe.spm_rate, seed=12345).fixed_blocks(max(args.blocks, cfg.eval_blocks))
+        stream = TokenBlocks(corpus, "validation", tok, cfg.seq_len, cfg.batch_size, recipe.fim_rate,
+                             recipe.spm_rate, seed=12345)
+        blocks = stream.fixed_blocks(max(args.blocks, cfg.eval_blocks))
+        files = stream.epoch_files(0, corpus.offsets)[: blocks.numel()].reshape(blocks.shape)
+        block_projects = file_project[files]
         model_dir = Path(args.model_dir or recipe.ship_dir) / role
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), torch_dtype=torch.float32)
         t0 = time.perf_counter()
-        per_block = observe(model, blocks, shard, s)
+        per_block = observe(model, blocks, shard, s, projects=projects, block_projects=block_projects)
         score_s = time.perf_counter() - t0
         row: dict[str, Any] = {"model": str(model_dir.relative_to(ROOT) if model_dir.is_absolute() else model_dir),
                                "score_s": round(score_s, 1)}

@@ -32,6 +32,7 @@ from distill_code.memory_mix import MixWeights, Observation, fit_weights
 
 MAX_QUERY_TOKENS = 48  # indexing.memory.MAX_CONTEXT: a query never looks further back
 BACKOFF = 2  # shorter match lengths kept besides the longest, for the learnt gate
+PROJECT_BACKOFF = 1  # the same for the memory of the position's own project (package) only
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,28 @@ def train_shard(tokens: np.ndarray, ranges: Sequence[tuple[int, int]]) -> Any:
     from indexing.memory import Shard
 
     return Shard.from_token_lists((f"file:{i}", "", tokens[a:b]) for i, (a, b) in enumerate(ranges))
+
+
+def project_of(path: str) -> str:
+    """A corpus file's project: its root's label (``numpy-2.4.6/numpy/linalg/...`` -> ``numpy-2.4.6``)."""
+    return path.split("/", 1)[0]
+
+
+def project_shards(tokens: np.ndarray, offsets: np.ndarray, validation: np.ndarray,
+                   projects: Sequence[str]) -> tuple[list[Any], np.ndarray]:
+    """One shard per project over its train files, and for every corpus file the index of its project's
+    shard (-1: the project has no train files)."""
+    names = sorted(set(projects))
+    ranges: dict[str, list[tuple[int, int]]] = {n: [] for n in names}
+    for i, name in enumerate(projects):
+        if not validation[i]:
+            ranges[name].append((int(offsets[i]), int(offsets[i + 1])))
+    shards, index = [], {}
+    for name in names:
+        if ranges[name]:
+            index[name] = len(shards)
+            shards.append(train_shard(tokens, ranges[name]))
+    return shards, np.array([index.get(n, -1) for n in projects], dtype=np.int64)
 
 
 def document_contexts(block: Sequence[int], s: Sentinels, limit: int = MAX_QUERY_TOKENS) -> list[list[int]]:
@@ -101,6 +124,9 @@ class Position:
     # The corpus memory at its longest match and at the next BACKOFF shorter lengths:
     # (length, occurrences, probability of the true token, every occurrence followed by one token).
     orders: tuple[tuple[int, int, float, bool], ...] = ()
+    # The same from the train files of the position's own project (the package its file belongs to): what
+    # repository memory is at serving time. Empty when unknown.
+    project: tuple[tuple[int, int, float, bool], ...] = ()
 
 
 def buffer_matches(row: np.ndarray, limit: int = MAX_QUERY_TOKENS) -> list[tuple[int, dict[int, int]]]:
@@ -151,9 +177,10 @@ def corpus_orders(shard: Any, context: Sequence[int], true: int,
 
 
 @torch.no_grad()
-def observe(model: Any, blocks: torch.Tensor, shard: Any, s: Sentinels,
-            batch_size: int = 8) -> list[list[Position]]:
-    """Per block, one ``Position`` per predicted token."""
+def observe(model: Any, blocks: torch.Tensor, shard: Any, s: Sentinels, batch_size: int = 8,
+            projects: Sequence[Any] = (), block_projects: np.ndarray | None = None) -> list[list[Position]]:
+    """Per block, one ``Position`` per predicted token. ``block_projects[b, t]`` indexes ``projects`` (the
+    project shards) for the token at ``t`` of block ``b`` (-1: none)."""
     model.eval()
     out: list[list[Position]] = []
     for i in range(0, len(blocks), batch_size):
@@ -175,8 +202,13 @@ def observe(model: Any, blocks: torch.Tensor, shard: Any, s: Sentinels,
                     corpus = Observation(length, sparse, p_true[t], p_mem, top[t])
                 else:
                     corpus = Observation(0, False, p_true[t], 0.0, top[t])
+                own = ()
+                if block_projects is not None and ctxs[t]:
+                    k = int(block_projects[i + b, t])
+                    if k >= 0:
+                        own = corpus_orders(projects[k], ctxs[t], nxt, PROJECT_BACKOFF)
                 positions.append(Position(p_true[t], top[t], corpus,
-                                          _observation(buf[t][0], buf[t][1], nxt, p_true[t], top[t]), orders))
+                                          _observation(buf[t][0], buf[t][1], nxt, p_true[t], top[t]), orders, own))
             out.append(positions)
     return out
 
@@ -260,36 +292,50 @@ def _bin(x: float, edges: Sequence[float]) -> int:
     return sum(x >= e for e in edges)
 
 
+def _groups(p: Position) -> list[tuple[tuple[tuple[int, int, float, bool], ...], int]]:
+    """The memory experts' answers by group, each with its number of orders."""
+    return [(p.orders, BACKOFF + 1), (p.project, PROJECT_BACKOFF + 1)]
+
+
+_NL, _NC = 10, len(_COUNT_EDGES) + 1  # length buckets + "no match"; occurrence bins
+_ORDER_FEATURES = _NL + _NC + 2
+
+
 def _features(p: Position) -> list[int]:
     """Indices of the active one-hot features (each group offset into one vector of ``N_FEATURES``)."""
-    from distill_code.memory_mix import LENGTH_EDGES, bucket
+    from distill_code.memory_mix import bucket
 
-    nl, nc = len(LENGTH_EDGES) + 1, len(_COUNT_EDGES) + 1
     feats = [_bin(p.model_top, _TOP_EDGES)]
     off = len(_TOP_EDGES) + 1
-    for k in range(BACKOFF + 1):
-        if k < len(p.orders):
-            length, count, _, sparse = p.orders[k]
-            feats += [off + 1 + bucket(length), off + nl + _bin(count, _COUNT_EDGES), off + nl + nc + int(sparse)]
-        else:
-            feats.append(off)  # no match at this order
-        off += nl + nc + 2
+    for orders, n in _groups(p):
+        for k in range(n):
+            if k < len(orders):
+                length, count, _, sparse = orders[k]
+                feats += [off + 1 + bucket(length), off + _NL + _bin(count, _COUNT_EDGES), off + _NL + _NC + int(sparse)]
+            else:
+                feats.append(off)  # no match at this order
+            off += _ORDER_FEATURES
     b = p.buffer
-    feats += [off + (1 + bucket(b.length) if b.length > 0 else 0), off + nl + int(b.sparse)]
+    feats += [off + (1 + bucket(b.length) if b.length > 0 else 0), off + _NL + int(b.sparse)]
     return feats
 
 
-N_EXPERTS = 2 + BACKOFF + 1  # model, corpus orders, buffer
-N_FEATURES = 5 + (BACKOFF + 1) * (10 + 6 + 2) + 10 + 2
+N_EXPERTS = 1 + (BACKOFF + 1) + (PROJECT_BACKOFF + 1) + 1  # model, corpus orders, project orders, buffer
+N_FEATURES = len(_TOP_EDGES) + 1 + (BACKOFF + 1 + PROJECT_BACKOFF + 1) * _ORDER_FEATURES + _NL + 2
 
 
 def _expert_probs(p: Position) -> list[float]:
-    orders = [o[2] for o in p.orders] + [0.0] * (BACKOFF + 1 - len(p.orders))
-    return [p.p_model, *orders, p.buffer.p_memory]
+    out = [p.p_model]
+    for orders, n in _groups(p):
+        out += [o[2] for o in orders[:n]] + [0.0] * (n - len(orders[:n]))
+    return out + [p.buffer.p_memory]
 
 
 def _available(p: Position) -> list[bool]:
-    return [True] + [k < len(p.orders) for k in range(BACKOFF + 1)] + [p.buffer.length > 0]
+    out = [True]
+    for orders, n in _groups(p):
+        out += [k < len(orders) for k in range(n)]
+    return out + [p.buffer.length > 0]
 
 
 @dataclass

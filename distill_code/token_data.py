@@ -166,16 +166,27 @@ class TokenBlocks(BlockStream):
             return [p, s, suf, m, pre, mid, e]
         return [p, pre, s, suf, m, mid, e]
 
-    def epoch_stream(self, epoch: int) -> np.ndarray:
+    def _epoch_examples(self, epoch: int) -> Any:
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.chunks))
         u = rng.random((len(order), 5))
         n_lines = _LINE_CHOICES[rng.integers(0, len(_LINE_CHOICES), len(order))]
-        parts: list[np.ndarray] = []
         for j, i in enumerate(order):
             start, end = self.chunks[i]
-            parts.extend(self._example(int(start), int(end), u[j], int(n_lines[j])))
-        return np.concatenate(parts)
+            yield int(start), self._example(int(start), int(end), u[j], int(n_lines[j]))
+
+    def epoch_stream(self, epoch: int) -> np.ndarray:
+        return np.concatenate([p for _, parts in self._epoch_examples(epoch) for p in parts])
+
+    def epoch_files(self, epoch: int, offsets: np.ndarray) -> np.ndarray:
+        """For every token of ``epoch_stream(epoch)``, the index of the corpus file it came from (sentinels
+        count as their example's file); ``offsets`` are the ``TokenCorpus``'s."""
+        starts, lengths = [], []
+        for start, parts in self._epoch_examples(epoch):
+            starts.append(start)
+            lengths.append(sum(len(p) for p in parts))
+        files = np.searchsorted(offsets, np.asarray(starts, dtype=np.int64), side="right") - 1
+        return np.repeat(files, lengths)
 
     def epoch_blocks(self, epoch: int) -> torch.Tensor:
         stream = self.epoch_stream(epoch)

@@ -86,3 +86,28 @@ def test_mixture_helps_where_validation_shares_text_with_train_files() -> None:
     # beat the corpus memory alone.
     assert got["buffer_mixture_loss"] < got["model_loss"] - 0.2, got
     assert got["mixture_loss"] <= got["corpus_mixture_loss"] + 0.05, got
+    assert got["gate_mixture_loss"] < got["model_loss"] - 1.0, got
+
+
+def test_epoch_files_name_the_file_of_every_stream_token() -> None:
+    from transformers import AutoTokenizer
+
+    from distill_code.token_data import TokenBlocks, TokenCorpus
+
+    tok = AutoTokenizer.from_pretrained(str(ROOT / "distill_code" / "starter" / "student"))
+    texts = ["".join(f"alpha_{i} = beta_{i}\n" for i in range(40)),
+             "".join(f"def gamma():\n    return {i} * {i}\n" for i in range(40)),
+             "".join(f"# zeta {i} omega\n" for i in range(40))]
+    ids = [np.asarray(tok(t, add_special_tokens=False)["input_ids"], dtype=np.uint16) for t in texts]
+    offsets = np.cumsum([0] + [len(x) for x in ids]).astype(np.int64)
+    corpus = TokenCorpus(np.concatenate(ids), offsets, np.array([True, True, True]))
+    blocks = TokenBlocks(corpus, "validation", tok, 64, 2, fim_rate=0.5, spm_rate=0.5, seed=3)
+    stream, files = blocks.epoch_stream(0), blocks.epoch_files(0, offsets)
+    assert files.shape == stream.shape and set(files.tolist()) == {0, 1, 2}
+    s = Sentinels.of(tok)
+    own = [set(x.tolist()) for x in ids]
+    text_positions = [k for k, t in enumerate(stream.tolist()) if t not in (s.prefix, s.suffix, s.middle, s.eos)]
+    assert text_positions and all(int(stream[k]) in own[int(files[k])] for k in text_positions)
+    # Tokens the files do not share pin the mapping down: a wrong file index would fail here.
+    only = [own[f] - own[(f + 1) % 3] - own[(f + 2) % 3] for f in range(3)]
+    assert all(int(files[k]) == f for k in text_positions for f in range(3) if int(stream[k]) in only[f])
