@@ -32,7 +32,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM
 
     from distill_code.corpus import collect_corpus
-    from distill_code.corpus_memory import Sentinels, cross_fitted, fit, observe, project_of, project_shards, train_shard
+    from distill_code.corpus_memory import (
+        Sentinels,
+        cross_fitted,
+        fit,
+        observe,
+        project_of,
+        project_shards,
+        train_shard,
+    )
     from distill_code.pretrain import load_recipe, prepare_data
     from distill_code.token_data import TokenBlocks
 

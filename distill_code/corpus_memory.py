@@ -72,7 +72,8 @@ def project_shards(tokens: np.ndarray, offsets: np.ndarray, validation: np.ndarr
     for i, name in enumerate(projects):
         if not validation[i]:
             ranges[name].append((int(offsets[i]), int(offsets[i + 1])))
-    shards, index = [], {}
+    shards: list[Any] = []
+    index: dict[str, int] = {}
     for name in names:
         if ranges[name]:
             index[name] = len(shards)
@@ -202,7 +203,7 @@ def observe(model: Any, blocks: torch.Tensor, shard: Any, s: Sentinels, batch_si
                     corpus = Observation(length, sparse, p_true[t], p_mem, top[t])
                 else:
                     corpus = Observation(0, False, p_true[t], 0.0, top[t])
-                own = ()
+                own: tuple[tuple[int, int, float, bool], ...] = ()
                 if block_projects is not None and ctxs[t]:
                     k = int(block_projects[i + b, t])
                     if k >= 0:
