@@ -22,16 +22,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def _shown(path: Path) -> str:
+    """A path as results record it: relative to the repository when inside it (no machine paths)."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM
 
-    from distill_code.corpus import collect_corpus
     from distill_code.corpus_memory import (
         Sentinels,
         cross_fitted,
@@ -55,14 +61,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     build_s = time.perf_counter() - t0
     print(f"corpus memory: {shard.n / 1e6:.1f}M train tokens, {len(train_ranges)} files, built in {build_s:.0f} s",
           file=sys.stderr)
-    entries, _ = collect_corpus(recipe.corpus)  # the token cache's file order
-    if len(entries) + 1 != len(corpus.offsets):
-        raise SystemExit("corpus and token cache disagree; run protege pretrain once to rebuild the cache")
+    # prepare_data just wrote the manifest: every file, in the token cache's order.
+    manifest_files = json.loads((Path(recipe.out_dir) / "corpus_manifest.json").read_text())["files"]
+    if [f["tokens"] for f in manifest_files] != np.diff(corpus.offsets).tolist():
+        raise SystemExit("corpus manifest and token cache disagree; run protege pretrain once to rebuild them")
     projects, file_project = project_shards(corpus.tokens, corpus.offsets, corpus.validation,
-                                            [project_of(e.path) for e in entries])
+                                            [project_of(f["path"]) for f in manifest_files])
     s = Sentinels.of(tok)
     out: dict[str, Any] = {
-        "benchmark": "corpus_memory", "recipe": args.recipe,
+        "benchmark": "corpus_memory", "recipe": _shown(Path(args.recipe)),
         "corpus": {"train_tokens": int(shard.n), "train_files": len(train_ranges),
                    "validation_files": len(corpus.ranges("validation")), "projects": len(projects),
                    "prepare_s": round(prep_s, 1),
@@ -81,7 +88,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         per_block = observe(model, blocks, shard, s, projects=projects, block_projects=block_projects)
         score_s = time.perf_counter() - t0
-        row: dict[str, Any] = {"model": str(model_dir.relative_to(ROOT) if model_dir.is_absolute() else model_dir),
+        row: dict[str, Any] = {"model": _shown(model_dir),
                                "score_s": round(score_s, 1)}
         row["recipe_blocks"] = cross_fitted(per_block[:cfg.eval_blocks])
         row["recipe_blocks"]["blocks"] = cfg.eval_blocks

@@ -120,7 +120,6 @@ class Position:
 
     p_model: float
     model_top: float
-    corpus: Observation  # its p_model is the model's; ``corpus_after`` re-bases it on a buffer mixture
     buffer: Observation
     # The corpus memory at its longest match and at the next BACKOFF shorter lengths:
     # (length, occurrences, probability of the true token, every occurrence followed by one token).
@@ -128,6 +127,14 @@ class Position:
     # The same from the train files of the position's own project (the package its file belongs to): what
     # repository memory is at serving time. Empty when unknown.
     project: tuple[tuple[int, int, float, bool], ...] = ()
+
+    def corpus_on(self, base: float) -> Observation:
+        """The corpus memory's longest match as an observation mixed into ``base`` (the model's
+        probability of the true token, or a mixture already containing it)."""
+        if not self.orders:
+            return Observation(0, False, base, 0.0, self.model_top)
+        length, _, p_mem, sparse = self.orders[0]
+        return Observation(length, sparse, base, p_mem, self.model_top)
 
 
 def buffer_matches(row: np.ndarray, limit: int = MAX_QUERY_TOKENS) -> list[tuple[int, dict[int, int]]]:
@@ -198,17 +205,12 @@ def observe(model: Any, blocks: torch.Tensor, shard: Any, s: Sentinels, batch_si
             for t in range(len(row) - 1):
                 nxt = row[t + 1]
                 orders = corpus_orders(shard, ctxs[t], nxt) if ctxs[t] else ()
-                if orders:
-                    length, _, p_mem, sparse = orders[0]
-                    corpus = Observation(length, sparse, p_true[t], p_mem, top[t])
-                else:
-                    corpus = Observation(0, False, p_true[t], 0.0, top[t])
                 own: tuple[tuple[int, int, float, bool], ...] = ()
                 if block_projects is not None and ctxs[t]:
                     k = int(block_projects[i + b, t])
                     if k >= 0:
                         own = corpus_orders(projects[k], ctxs[t], nxt, PROJECT_BACKOFF)
-                positions.append(Position(p_true[t], top[t], corpus,
+                positions.append(Position(p_true[t], top[t],
                                           _observation(buf[t][0], buf[t][1], nxt, p_true[t], top[t]), orders, own))
             out.append(positions)
     return out
@@ -226,12 +228,7 @@ def _nll(ps: Sequence[float]) -> float:
 def corpus_after(positions: Sequence[Position], buffer_w: MixWeights | None) -> list[Observation]:
     """The corpus memory's observations mixed into the model (``buffer_w`` None) or into the model already
     mixed with the buffer memory."""
-    out = []
-    for p in positions:
-        base = _mixed(p.buffer, buffer_w) if buffer_w is not None else p.p_model
-        c = p.corpus
-        out.append(Observation(c.length, c.sparse, base, c.p_memory, c.model_top))
-    return out
+    return [p.corpus_on(_mixed(p.buffer, buffer_w) if buffer_w is not None else p.p_model) for p in positions]
 
 
 @dataclass
@@ -240,9 +237,7 @@ class Fitted:
     corpus: MixWeights
 
     def probability(self, p: Position) -> float:
-        base = _mixed(p.buffer, self.buffer)
-        c = p.corpus
-        return _mixed(Observation(c.length, c.sparse, base, c.p_memory, c.model_top), self.corpus)
+        return _mixed(p.corpus_on(_mixed(p.buffer, self.buffer)), self.corpus)
 
 
 def fit(positions: Sequence[Position]) -> Fitted:
@@ -265,15 +260,14 @@ def cross_fitted(per_block: Sequence[Sequence[Position]], folds: int = 2) -> dic
         scores["buffer"].extend(_mixed(p.buffer, bw) for p in held)
         both = fit(fit_on)
         scores["both"].extend(both.probability(p) for p in held)
-    corpus_hits = [p for p in flat if p.corpus.length > 0]
-    lengths = np.array([p.corpus.length for p in corpus_hits]) if corpus_hits else np.zeros(0)
+    lengths = np.array([p.orders[0][0] for p in flat if p.orders])
     return {
         "positions": len(flat),
         "model_loss": _nll([p.p_model for p in flat]),
         "corpus_mixture_loss": _nll(scores["corpus"]),
         "buffer_mixture_loss": _nll(scores["buffer"]),
         "mixture_loss": _nll(scores["both"]),
-        "corpus_matched_fraction": len(corpus_hits) / max(1, len(flat)),
+        "corpus_matched_fraction": len(lengths) / max(1, len(flat)),
         "corpus_match_length_p50": float(np.median(lengths)) if len(lengths) else 0.0,
         "buffer_matched_fraction": sum(p.buffer.length > 0 for p in flat) / max(1, len(flat)),
         "gate_mixture_loss": cross_fitted_gate(per_block, folds),
