@@ -9,7 +9,12 @@ learning rate:
 * ``student``: the shipped student as is;
 * ``ce``: fine-tuned with cross-entropy on the reference completions only;
 * ``logit``: distilled with sparse top-k logit KD (0.5 forward KL + 0.5 CE);
-* ``logit+hidden``: logit KD plus hidden-state MSE through learned projections.
+* ``logit+hidden``: logit KD plus hidden-state MSE through learned projections;
+* with ``--memory-teacher``, ``logit+memory``: the repository ∞-gram mixed into the teacher's targets;
+* with ``--on-policy F``, ``logit+on-policy`` (and ``logit+memory+on-policy``): a fraction F of the steps
+  distils on completions the student samples itself, scored by the teacher (``distill_code.on_policy``).
+
+``--only NAMES`` trains only the named students (and ``ce``, the baseline).
 
 With ``--adapt-teacher-steps N`` the teacher is first fine-tuned on the training split (the CPU
 starter teacher is barely stronger than the student, unlike a production teacher); the students'
@@ -132,19 +137,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"teacher adapted in {adaptation['wall_s']:.0f} s: ES {results['teacher (adapted)']['edit_similarity']:.3f}"
               f" NLL {results['teacher (adapted)']['nll']:.3f}", file=sys.stderr)
     cache = work / "targets.sqlite"
-    conditions = [(m, m, "forward_kl", args.end_token, False) for m in CONDITIONS]
+    conditions = [(m, m, "forward_kl", args.end_token, False, 0.0) for m in CONDITIONS]
     for spec in args.extra_divergences:  # "reverse_kl" or "forward_kl:teacher" (divergence:end token)
         divergence, _, end = spec.partition(":")
-        conditions.append((f"logit ({spec})", "logit", divergence, end or args.end_token, False))
+        conditions.append((f"logit ({spec})", "logit", divergence, end or args.end_token, False, 0.0))
     if args.memory_teacher:
         # The repository ∞-gram (other files of the training split) mixed into the teacher's targets.
-        conditions.append(("logit+memory", "logit", "forward_kl", args.end_token, True))
+        conditions.append(("logit+memory", "logit", "forward_kl", args.end_token, True, 0.0))
+    if args.on_policy > 0:
+        # A fraction of the steps on the student's own samples, scored by the teacher (distill_code.on_policy).
+        conditions.append(("logit+on-policy", "logit", "forward_kl", args.end_token, False, args.on_policy))
+        if args.memory_teacher:
+            conditions.append(("logit+memory+on-policy", "logit", "forward_kl", args.end_token, True,
+                               args.on_policy))
+    if args.only:
+        unknown = set(args.only) - {c[0] for c in conditions}
+        if unknown:
+            raise SystemExit(f"--only names no condition of this run: {', '.join(sorted(unknown))}")
+        conditions = [c for c in conditions if c[0] in args.only or c[0] == "ce"]  # ce: the baseline, always
     memory_stats: dict[str, Any] = {}
-    for name, method, divergence, end_token, memory in conditions:
+    on_policy_stats: dict[str, Any] = {}
+    for name, method, divergence, end_token, memory, on_policy in conditions:
         cfg = TrainConfig(method=method, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           warmup_steps=max(1, args.steps // 20), top_k=args.top_k, alpha=args.alpha,
                           divergence=divergence, end_token=end_token, hidden_kind=args.hidden_kind,
-                          hidden_weight=args.hidden_weight, save_every=0, seed=args.seed, memory_teacher=memory)
+                          hidden_weight=args.hidden_weight, save_every=0, seed=args.seed, memory_teacher=memory,
+                          on_policy=on_policy, on_policy_divergence=args.on_policy_divergence,
+                          on_policy_max_new=args.max_new_tokens)
         run_dir = work / ("run-" + name.replace(" ", "").replace("(", "-").replace(")", "").replace(":", "-"))
         res = train(cfg, student, train_ex, run_dir, teacher_paths=[str(teacher)], budget=budget,
                     targets_cache=cache, progress=sys.stderr.isatty())
@@ -156,6 +175,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results[name] = ev
         if memory:
             memory_stats = dict(res.target_stats.get("memory", {}))
+        if on_policy:
+            on_policy_stats[name] = dict(res.target_stats.get("on_policy", {}))
         print(f"{name}: EM {ev['exact_match']:.3f} ES {ev['edit_similarity']:.3f} NLL {ev['nll']:.3f} "
               f"({res.wall_s:.0f} s)", file=sys.stderr)
 
@@ -167,28 +188,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         d = paired_difference(results[a][key], results[b][key])
         return {k: round(v, 4) for k, v in d.items()}
 
-    comparisons = {
-        "logit_vs_ce": {k: ratio("logit", "ce", k) for k in ("exact_match", "edit_similarity", "nll", "wall_s")},
-        "logit+hidden_vs_ce": {k: ratio("logit+hidden", "ce", k)
-                               for k in ("exact_match", "edit_similarity", "nll", "wall_s")},
-        "logit_vs_student": {k: ratio("logit", "student", k) for k in ("exact_match", "edit_similarity", "nll")},
-        # Edit similarity differences on the same held-out examples, with 95% bootstrap intervals: is a
-        # gap between two students larger than what the choice of examples explains?
-        "edit_similarity_paired": {f"{a} - {b}": es_difference(a, b) for a, b in (
-            ("logit", "ce"), ("logit+hidden", "ce"), ("logit", "student"))},
-        # The same, scored on the completions as the server would show them (post-processed).
-        "edit_similarity_served_paired": {f"{a} - {b}": es_difference(a, b, "per_example_es_served") for a, b in (
-            ("logit", "ce"), ("logit+hidden", "ce"), ("logit", "student"))},
-    }
-    for name, *_ in conditions[len(CONDITIONS):]:
-        comparisons[f"{name}_vs_ce"] = {k: ratio(name, "ce", k) for k in ("exact_match", "edit_similarity", "nll")}
-        comparisons["edit_similarity_paired"][f"{name} - ce"] = es_difference(name, "ce")
-        comparisons["edit_similarity_served_paired"][f"{name} - ce"] = es_difference(
-            name, "ce", "per_example_es_served")
-        if name == "logit+memory":  # what the ∞-gram member adds to the same KD
-            comparisons["edit_similarity_paired"]["logit+memory - logit"] = es_difference(name, "logit")
-            comparisons["edit_similarity_served_paired"]["logit+memory - logit"] = es_difference(
-                name, "logit", "per_example_es_served")
+    # Every student against cross-entropy, plus what each addition adds to the KD it extends. Edit similarity
+    # differences on the same held-out examples come with 95% bootstrap intervals (is a gap larger than what
+    # the choice of examples explains?), on the raw completions and as the server would show them.
+    trained = [c[0] for c in conditions if c[0] != "ce"]
+    pairs = [(name, "ce") for name in trained]
+    pairs += [(a, b) for a, b in (("logit", "student"), ("logit+memory", "logit"), ("logit+on-policy", "logit"),
+                                  ("logit+memory+on-policy", "logit+memory")) if a in results and b in results]
+    comparisons: dict[str, Any] = {
+        f"{name}_vs_ce": {k: ratio(name, "ce", k) for k in ("exact_match", "edit_similarity", "nll", "wall_s")}
+        for name in trained}
+    if "logit" in results:
+        comparisons["logit_vs_student"] = {k: ratio("logit", "student", k)
+                                           for k in ("exact_match", "edit_similarity", "nll")}
+    comparisons["edit_similarity_paired"] = {f"{a} - {b}": es_difference(a, b) for a, b in pairs}
+    comparisons["edit_similarity_served_paired"] = {f"{a} - {b}": es_difference(a, b, "per_example_es_served")
+                                                    for a, b in pairs}
     keep = ("exact_match", "edit_similarity", "exact_match_served", "edit_similarity_served", "identifier_f1", "nll", "teacher_top1_agreement", "teacher_kl",
             "length_ratio_p50", "ended_by_cap", "ended_by_stop_token", "latency_p50_ms", "wall_s", "targets_s",
             "train_s", "final_loss", "targets_bytes_per_token", "examples")
@@ -210,6 +225,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "results": {name: {k: r[k] for k in keep if k in r} for name, r in results.items()},
         "comparisons": comparisons,
         "memory_teacher": memory_stats or None,
+        "on_policy": {"fraction": args.on_policy, "divergence": args.on_policy_divergence,
+                      "max_new_tokens": args.max_new_tokens, "runs": on_policy_stats} if args.on_policy else None,
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "cpus": os.cpu_count()},
         "command": "python bench/bench_distill.py " + " ".join(_public_args(args.argv)),
@@ -258,6 +275,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(e.g. reverse_kl,forward_kl:reference)")
     p.add_argument("--memory-teacher", action="store_true",
                    help="add a 'logit+memory' condition: the repository ∞-gram mixed into the teacher's targets")
+    p.add_argument("--on-policy", type=float, default=0.0, metavar="FRACTION",
+                   help="add 'logit+on-policy' (and, with --memory-teacher, 'logit+memory+on-policy'): this "
+                        "fraction of the steps distils on the student's own samples (TrainConfig.on_policy)")
+    p.add_argument("--on-policy-divergence", default="reverse_kl",
+                   help="divergence of the on-policy steps (TrainConfig.on_policy_divergence)")
+    p.add_argument("--only", type=lambda v: [c for c in v.split(",") if c], default=[],
+                   help="train only these conditions (comma-separated names; ce, the baseline, always runs)")
     p.add_argument("--max-len", type=int, default=256)
     p.add_argument("--max-middle", type=int, default=64)
     p.add_argument("--layout", choices=("auto", "psm", "spm"), default="auto",

@@ -27,6 +27,7 @@ from distill_code import losses as L
 from distill_code.encoding import Budget, Encoded, _special, collate, encode_example, template_of
 from distill_code.mining import Example
 from distill_code.modeling import load_causal_lm
+from distill_code.on_policy import is_on_policy_step, sample_completions
 from distill_code.targets import LocalTeacher, RemoteTeacher, TargetStore, compute_targets, model_revision
 from distill_code.vocab import align_models
 
@@ -60,6 +61,13 @@ class TrainConfig:
     # Mix the repository's ∞-gram (the other files of the training split; the example's own file left
     # out) into the teacher's targets, with the serving mix table (distill_code.memory_teacher).
     memory_teacher: bool = False
+    # On-policy distillation (distill_code.on_policy): this fraction of the steps trains on completions the
+    # student samples itself (at ``on_policy_temperature``, up to ``on_policy_max_new`` tokens), every
+    # sampled position scored by the teacher online, with ``on_policy_divergence``; the rest stay supervised.
+    on_policy: float = 0.0
+    on_policy_divergence: str = "reverse_kl"
+    on_policy_temperature: float = 1.0
+    on_policy_max_new: int = 32
     include_explain: bool = True  # also train on (code -> docstring/comment) pairs in the explain layout
     lora: bool = False
     lora_r: int = 16
@@ -92,6 +100,16 @@ class TrainConfig:
         if self.memory_teacher and (self.method == "ce" or self.targets != "sparse"):
             raise ValueError("memory_teacher mixes the ∞-gram into cached teacher targets: it needs a logit "
                              "method with targets = \"sparse\"")
+        if not 0.0 <= self.on_policy <= 1.0:
+            raise ValueError(f"on_policy is the fraction of on-policy steps, in [0, 1]; got {self.on_policy}")
+        if self.on_policy > 0:
+            if self.method == "ce":
+                raise ValueError("on_policy distils from the teacher on the student's samples: it needs a logit method")
+            if self.on_policy_divergence not in L.DIVERGENCES:
+                raise ValueError(f"unknown on_policy_divergence {self.on_policy_divergence!r}; choose one of "
+                                 f"{', '.join(L.DIVERGENCES)}")
+            if self.on_policy_max_new < 1 or self.on_policy_temperature < 0:
+                raise ValueError("on_policy_max_new must be at least 1 and on_policy_temperature at least 0")
 
 
 @dataclass
@@ -180,6 +198,8 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
     target_stats: dict[str, Any] = {}
     need_teacher = cfg.method != "ce"
     cross: dict[str, Any] | None = None
+    if cfg.on_policy > 0 and teacher_server is not None:
+        raise ValueError("on_policy needs an in-process teacher: a teacher server scores cached targets only")
     if need_teacher and teacher_server is not None:
         if cfg.method != "logit" or cfg.targets != "sparse":
             raise ValueError("a teacher server provides sparse logit targets only; use method = \"logit\", "
@@ -207,6 +227,8 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
             cross = {"pad": int(t_tok.pad_token_id if t_tok.pad_token_id is not None else t_tok.eos_token_id),
                      "enc": {e.example_id: encode_example(by_id[e.example_id], t_tok, t_template, budget)
                              for e in encoded}}
+        if cfg.on_policy > 0 and not alignment.token_level:
+            raise ValueError("on_policy needs a teacher sharing the student's vocabulary")
         for m, t in loaded[1:]:
             if align_models(student, tok, m, t).mode != alignment.mode:
                 raise ValueError("all ensemble teachers must share one vocabulary")
@@ -268,12 +290,26 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
         log.info("resuming from step %d", start_step)
 
     end_step = min(cfg.steps, stop_after) if stop_after else cfg.steps
+    stop_ids = {i for i in (tok.convert_tokens_to_ids(t) for t in template.stop_strings())
+                if i is not None and i != tok.unk_token_id}
+    on_policy_s = 0.0
     bar = tqdm(range(start_step, end_step), desc=f"train {cfg.method}", disable=not progress, leave=False)
     for step in bar:
         batch_enc: list[Encoded] = [encoded[i] for i in _batch_indices(len(encoded), cfg.batch_size, cfg.seed, step)]
+        on_policy = is_on_policy_step(cfg.seed, step, cfg.on_policy)
+        if on_policy:
+            t_sample = time.perf_counter()
+            batch_enc = sample_completions(acc.unwrap_model(student), batch_enc, stop_ids, cfg.on_policy_max_new,
+                                           cfg.on_policy_temperature, seed=cfg.seed * 1_000_003 + step)
+            on_policy_s += time.perf_counter() - t_sample
         b = {k: v.to(acc.device) for k, v in collate(batch_enc, pad_id).items()}
         with acc.accumulate(student):
-            parts = _step_losses(cfg, student, teacher, hidden_loss, b, batch_enc, sparse, pad_id, cross, end_id)
+            if on_policy:
+                assert teacher is not None
+                parts = _on_policy_losses(cfg, student, teacher, b, batch_enc, pad_id)
+            else:
+                parts = _step_losses(cfg, student, teacher, hidden_loss, b, batch_enc, sparse, pad_id, cross,
+                                     end_id)
             acc.backward(parts["loss"])
             if acc.sync_gradients and cfg.max_grad_norm:
                 acc.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -305,6 +341,10 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
         if ckpt.exists() and end_step == cfg.steps:  # complete: a later run in this dir must not resume it
             shutil.rmtree(ckpt)
+    if cfg.on_policy > 0:
+        target_stats["on_policy"] = {"steps": sum(is_on_policy_step(cfg.seed, s, cfg.on_policy)
+                                                  for s in range(start_step, end_step)),
+                                     "sampling_s": round(on_policy_s, 2)}
     return TrainResult(model_dir, history, time.perf_counter() - t_start, target_stats, start_step)
 
 
@@ -364,6 +404,16 @@ def _kd_with_end(at_end: torch.Tensor | None, kd: Any, selected: torch.Tensor, l
     if at_end is None:
         return kd(None)
     return L.reference_at(at_end, kd, selected, labels)
+
+
+def _on_policy_losses(cfg: TrainConfig, student: Any, teacher: LocalTeacher, b: dict[str, torch.Tensor],
+                      batch_enc: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """The divergence to the teacher on the student's own sampled completions (no reference to learn from)."""
+    out = student(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+    selected = out.logits[b["mask"]]
+    t_log = torch.cat(teacher.completion_logprobs(batch_enc, pad_id)).to(selected.device)
+    kd = L.divergence(cfg.on_policy_divergence, selected, t_log, None, cfg.temperature, cfg.beta)
+    return {"loss": kd, "on_policy_kd": kd.detach()}
 
 
 def _step_losses(cfg: TrainConfig, student: Any, teacher: LocalTeacher | None,

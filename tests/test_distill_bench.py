@@ -6,16 +6,22 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_bench_distill_tiny_writes_every_condition(tmp_path: Path) -> None:
+def _bench():  # type: ignore[no-untyped-def]
     spec = importlib.util.spec_from_file_location("bench_distill", ROOT / "bench" / "bench_distill.py")
     assert spec and spec.loader
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_distill_tiny_writes_every_condition(tmp_path: Path) -> None:
+    bench = _bench()
     out = tmp_path / "distill.json"
     before = torch.get_num_threads()
     try:
@@ -46,3 +52,26 @@ def test_bench_distill_tiny_writes_every_condition(tmp_path: Path) -> None:
     assert report["results"]["logit"]["targets_s"] > report["results"]["logit+hidden"]["targets_s"]
     assert report["comparisons"]["logit_vs_ce"]["nll"] > 0
     assert report["dataset"]["heldout"] > 0 and report["equal_compute"]["steps"] == 3
+
+
+def test_bench_distill_only_the_named_students_and_on_policy(tmp_path: Path) -> None:
+    bench = _bench()
+    out = tmp_path / "distill.json"
+    small = ["--tiny", "--steps", "4", "--batch-size", "4", "--eval-examples", "4", "--max-new-tokens", "6",
+             "--max-len", "96", "--max-middle", "16", "--max-per-file", "8", "--threads", "1"]
+    before = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit, match="no condition"):
+            bench.run(bench.parse_args([*small, "--only", "logit+memory", "--work", str(tmp_path / "w0")]))
+        bench.run(bench.parse_args([*small, "--on-policy", "0.5", "--only", "logit+on-policy",
+                                    "--work", str(tmp_path / "w"), "--out", str(out)]))
+    finally:
+        torch.set_num_threads(before)
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == {"teacher", "student", "ce", "logit+on-policy"}  # ce: always, the baseline
+    assert set(report["comparisons"]["edit_similarity_served_paired"]) == {"logit+on-policy - ce"}
+    runs = report["on_policy"]["runs"]["logit+on-policy"]
+    from distill_code.on_policy import is_on_policy_step
+
+    assert report["on_policy"]["fraction"] == 0.5
+    assert runs["steps"] == sum(is_on_policy_step(0, s, 0.5) for s in range(4))

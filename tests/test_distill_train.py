@@ -236,3 +236,57 @@ def test_completions_are_scored_as_the_server_would_show_them() -> None:
     mid_line = Example("y", "fim", "line_remainder", "geo.py", "python", "total = area(", "w, h", ") * 2\n")
     assert as_served("w, h) * 2\nprint(total)", mid_line) == "w, h"  # one line, suffix overlap dropped
     assert as_served("return w * h<|end|>junk", ex, ("<|end|>",)) == "return w * h"
+
+
+def test_on_policy_steps_distil_on_the_students_own_samples(student_dir: Path, tiny_model_dir: Path, data,
+                                                            tmp_path: Path) -> None:
+    # Every step on-policy, greedy samples: the divergence to the teacher on the student's drafts must fall.
+    res = train(_cfg(on_policy=1.0, on_policy_temperature=0.0, on_policy_max_new=8, steps=8),
+                student_dir, data[0][:6], tmp_path / "op", teacher_paths=[str(tiny_model_dir)], budget=BUDGET,
+                progress=False)
+    kd = [h["on_policy_kd"] for h in res.history]
+    assert len(kd) == 8 and "ce" not in res.history[0]  # no reference is learnt on these steps
+    assert kd[-1] < 0.8 * kd[0]
+    assert res.target_stats["on_policy"]["steps"] == 8 and res.target_stats["on_policy"]["sampling_s"] > 0
+    for bad, match in (({"method": "ce"}, "needs a logit method"), ({"on_policy": 1.5}, "in \\[0, 1\\]"),
+                       ({"on_policy_divergence": "l2"}, "unknown on_policy_divergence")):
+        with pytest.raises(ValueError, match=match):
+            train(_cfg(**{"on_policy": 0.5, **bad}), student_dir, data[0][:6], tmp_path / "e",
+                  teacher_paths=[str(tiny_model_dir)], budget=BUDGET, progress=False)
+
+
+def test_on_policy_mix_resumes_exactly(student_dir: Path, tiny_model_dir: Path, data, tmp_path: Path) -> None:
+    """Which steps are on-policy and what the student samples are functions of (seed, step)."""
+    cfg = _cfg(steps=6, batch_size=4, on_policy=0.5, on_policy_max_new=6)
+    kw = dict(teacher_paths=[str(tiny_model_dir)], budget=BUDGET, targets_cache=tmp_path / "t.sqlite", progress=False)
+    full = train(cfg, student_dir, data[0][:16], tmp_path / "full", **kw)  # type: ignore[arg-type]
+    kinds = ["on_policy_kd" in h for h in full.history]
+    assert any(kinds) and not all(kinds)  # a mix of on-policy and supervised steps
+    train(cfg, student_dir, data[0][:16], tmp_path / "part", stop_after=3, **kw)  # type: ignore[arg-type]
+    resumed = train(cfg, student_dir, data[0][:16], tmp_path / "part", **kw)  # type: ignore[arg-type]
+    assert resumed.resumed_from == 3
+    assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in full.history], rel=1e-4)
+
+
+def test_sampled_completions_keep_the_prompt_and_end_at_a_stop(student_dir: Path, data) -> None:
+    from distill_code.encoding import encode_example, template_of
+    from distill_code.on_policy import is_on_policy_step, sample_completions
+
+    model, tok = load_causal_lm(student_dir)
+    model.train()
+    encs = [encode_example(x, tok, template_of(tok), BUDGET) for x in data[0][:4]]
+    a = sample_completions(model, encs, set(), 5, 1.0, seed=3)
+    assert model.training  # the trainer's mode is restored after sampling
+    assert a == sample_completions(model, encs, set(), 5, 1.0, seed=3)  # seeded: a resumed run repeats it
+    assert a != sample_completions(model, encs, set(), 5, 1.0, seed=4)
+    for enc, s in zip(encs, a, strict=True):
+        assert s.example_id == enc.example_id and s.ids[:s.start] == enc.ids[:enc.start] and s.n_completion == 5
+    # Every token a stop: one sampled token, kept, ends each completion.
+    one = sample_completions(model, encs, set(range(len(tok))), 5, 1.0, seed=3)
+    assert [s.n_completion for s in one] == [1] * 4
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        sample_completions(model, encs, set(), 0, 1.0, seed=3)
+    picks = [is_on_policy_step(0, s, 0.3) for s in range(2000)]
+    assert 0.25 < sum(picks) / len(picks) < 0.35 and picks == [is_on_policy_step(0, s, 0.3) for s in range(2000)]
+    assert not any(is_on_policy_step(0, s, 0.0) for s in range(50)) and all(is_on_policy_step(0, s, 1.0)
+                                                                             for s in range(50))
