@@ -69,6 +69,45 @@ def package_repo(name: str, dest: Path) -> dict[str, Any]:
             "lines": sum(len(p.read_text(encoding="utf-8").splitlines()) for p in files)}
 
 
+def served_with_memory(model_dir: Path, workspace: Path, examples: list[Any], n: int, base: Path, budget: Any,
+                       train_examples: list[Any], threads: int) -> dict[str, Any]:
+    """A model as the language server serves it, in process: ``CompletionService`` with its defaults (repository
+    memory on, over ``workspace`` -- the training split's files -- plus the open buffer; line or block mode
+    from the cursor; post-processing and the security screen), no retrieved context. Scored against each
+    held-out example's middle, with the document the prefix and suffix around it."""
+    import statistics
+
+    from distill_code.metrics import edit_similarity, exact_match
+    from distill_code.recipe import write_distilled_card
+    from server.config import ProtegeConfig
+    from server.engine import Engine, EngineOptions
+    from server.pipeline import CompletionService
+
+    if not (model_dir / "card.json").exists():
+        # As `protege distill` ships a model: the layout and sequence length it was tuned on (the server
+        # reads them from card.json), and its base model's memory mix table.
+        write_distilled_card(model_dir, base, budget, train_examples, [])
+    engine = Engine(EngineOptions(model=str(model_dir), threads=threads))
+    engine.load()
+    if not engine.ready:
+        raise SystemExit(f"cannot serve {model_dir}: {engine.error}")
+    service = CompletionService(ProtegeConfig(), engine)
+    service.ensure_memory().build(workspace)
+    em, es, lat, memory_tokens = [], [], [], 0
+    for ex in examples[:n]:
+        line = ex.prefix.count("\n")
+        col = len(ex.prefix) - (ex.prefix.rfind("\n") + 1)
+        out = service.complete((workspace / ex.path).as_uri(), ex.prefix + ex.suffix, line, col, path=ex.path)
+        em.append(exact_match(out.text, ex.middle))
+        es.append(edit_similarity(out.text, ex.middle))
+        lat.append(out.latency_ms)
+        memory_tokens += out.memory_tokens
+    lat.sort()
+    return {"exact_match": statistics.fmean(em), "edit_similarity": statistics.fmean(es),
+            "per_example_es": [round(x, 4) for x in es], "latency_p50_ms": round(lat[len(lat) // 2], 1),
+            "memory_tokens": memory_tokens, "examples": len(es)}
+
+
 def build_tiny_pair(work: Path) -> tuple[Path, Path]:
     from distill_code.modeling import LlamaShape
     from distill_code.tiny import build_tiny_model_dir
@@ -117,9 +156,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ecfg = EvalConfig(max_examples=args.eval_examples, max_new_tokens=args.max_new_tokens, budget=budget)
 
     results: dict[str, dict[str, Any]] = {}
+    # What the server serves: the repository memory over the training split's files (held-out files removed).
+    served: dict[str, dict[str, Any]] = {}
+    workspace = work / "workspace"
+    if args.served_memory:
+        shutil.rmtree(workspace, ignore_errors=True)
+        shutil.copytree(repo, workspace)
+        for rel in ds.manifest["heldout_files"]:
+            (workspace / rel).unlink(missing_ok=True)
+
+    def serve(name: str, model_dir: Path, base: Path) -> None:
+        if args.served_memory:
+            served[name] = served_with_memory(Path(model_dir), workspace, heldout, args.eval_examples, base,
+                                              budget, train_ex, args.threads)
+            print(f"{name} served with memory: EM {served[name]['exact_match']:.3f} "
+                  f"ES {served[name]['edit_similarity']:.3f}", file=sys.stderr)
+
     teacher_source = teacher.resolve()  # before any adaptation
     results["teacher"] = evaluate_dir(teacher, heldout, ecfg, teacher)
+    serve("teacher", teacher, teacher)
     results["student"] = evaluate_dir(student, heldout, ecfg, teacher)
+    serve("student", student, student)
     adaptation: dict[str, Any] | None = None
     if args.adapt_teacher_steps > 0:
         # Production teachers know far more than their students; the CPU starter teacher does not
@@ -127,13 +184,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # restores that relationship. Its cost is reported apart: it is paid once per repository
         # revision and shared by every student distilled from it.
         t = time.perf_counter()
+        teacher_ex = train_ex
+        if args.adapt_teacher_per_file:
+            # More prompts per training file for the teacher (its adaptation is paid once per repository
+            # revision); the held-out files are the same (the split hashes file names), the students' data too.
+            tds = mine_to_disk(repo, work / "datasets-teacher", MiningConfig(
+                use_index=False, max_per_file=args.adapt_teacher_per_file, heldout_fraction=args.heldout_fraction))
+            if tds.manifest["heldout_files"] != ds.manifest["heldout_files"]:
+                raise SystemExit("the teacher's dataset holds out other files than the students'")
+            teacher_ex = tds.examples("train")
         tcfg = TrainConfig(method="ce", steps=args.adapt_teacher_steps, batch_size=args.batch_size, lr=args.lr,
                            warmup_steps=max(1, args.adapt_teacher_steps // 20), save_every=0, seed=args.seed)
-        adapted = train(tcfg, teacher, train_ex, work / "teacher-adapted", budget=budget,
+        adapted = train(tcfg, teacher, teacher_ex, work / "teacher-adapted", budget=budget,
                         progress=sys.stderr.isatty())
-        adaptation = {"steps": args.adapt_teacher_steps, "wall_s": round(time.perf_counter() - t, 1)}
+        adaptation = {"steps": args.adapt_teacher_steps, "examples": len(teacher_ex),
+                      "wall_s": round(time.perf_counter() - t, 1)}
         teacher = Path(adapted.model_dir)
         results["teacher (adapted)"] = evaluate_dir(teacher, heldout, ecfg, teacher)
+        serve("teacher (adapted)", teacher, teacher_source)
         print(f"teacher adapted in {adaptation['wall_s']:.0f} s: ES {results['teacher (adapted)']['edit_similarity']:.3f}"
               f" NLL {results['teacher (adapted)']['nll']:.3f}", file=sys.stderr)
     cache = work / "targets.sqlite"
@@ -173,6 +241,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    "final_loss": res.history[-1]["loss"],
                    "targets_bytes_per_token": res.target_stats.get("bytes_per_token")})
         results[name] = ev
+        serve(name, res.model_dir, student)
         if memory:
             memory_stats = dict(res.target_stats.get("memory", {}))
         if on_policy:
@@ -204,6 +273,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     comparisons["edit_similarity_paired"] = {f"{a} - {b}": es_difference(a, b) for a, b in pairs}
     comparisons["edit_similarity_served_paired"] = {f"{a} - {b}": es_difference(a, b, "per_example_es_served")
                                                     for a, b in pairs}
+    if served:  # the same pairs, served with the repository memory as the server does by default
+        comparisons["edit_similarity_served_memory_paired"] = {
+            f"{a} - {b}": {k: round(v, 4) for k, v in paired_difference(
+                served[a]["per_example_es"], served[b]["per_example_es"]).items()}
+            for a, b in pairs if a in served and b in served}
     keep = ("exact_match", "edit_similarity", "exact_match_served", "edit_similarity_served", "identifier_f1", "nll", "teacher_top1_agreement", "teacher_kl",
             "length_ratio_p50", "ended_by_cap", "ended_by_stop_token", "latency_p50_ms", "wall_s", "targets_s",
             "train_s", "final_loss", "targets_bytes_per_token", "examples")
@@ -223,6 +297,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                           "extra_divergences": args.extra_divergences},
         "eval": {"examples": min(args.eval_examples, len(heldout)), "max_new_tokens": args.max_new_tokens},
         "results": {name: {k: r[k] for k in keep if k in r} for name, r in results.items()},
+        "served_with_memory": {name: {k: v for k, v in r.items() if k != "per_example_es"}
+                               for name, r in served.items()} or None,
         "comparisons": comparisons,
         "memory_teacher": memory_stats or None,
         "on_policy": {"fraction": args.on_policy, "divergence": args.on_policy_divergence,
@@ -282,6 +358,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="divergence of the on-policy steps (TrainConfig.on_policy_divergence)")
     p.add_argument("--only", type=lambda v: [c for c in v.split(",") if c], default=[],
                    help="train only these conditions (comma-separated names; ce, the baseline, always runs)")
+    p.add_argument("--served-memory", action="store_true",
+                   help="also serve every model in process as the language server does (repository memory on, "
+                        "over the training split's files) and compare those edit similarities")
     p.add_argument("--max-len", type=int, default=256)
     p.add_argument("--max-middle", type=int, default=64)
     p.add_argument("--layout", choices=("auto", "psm", "spm"), default="auto",
@@ -294,6 +373,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--adapt-teacher-steps", type=int, default=0,
                    help="first fine-tune the teacher with cross-entropy on the training split for N steps")
     # One thread: on a shared 2-core box, token-by-token decoding with 2 threads measured 5x slower.
+    p.add_argument("--adapt-teacher-per-file", type=int, default=0, metavar="N",
+                   help="adapt the teacher on its own mining of the training files, up to N prompts per file "
+                        "(default: the students' examples)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work", default="", help="keep intermediate files here (default: a temp dir, removed)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "distill.json"))

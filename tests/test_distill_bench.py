@@ -63,13 +63,20 @@ def test_bench_distill_only_the_named_students_and_on_policy(tmp_path: Path) -> 
     try:
         with pytest.raises(SystemExit, match="no condition"):
             bench.run(bench.parse_args([*small, "--only", "logit+memory", "--work", str(tmp_path / "w0")]))
-        bench.run(bench.parse_args([*small, "--on-policy", "0.5", "--only", "logit+on-policy",
+        bench.run(bench.parse_args([*small, "--on-policy", "0.5", "--only", "logit+on-policy", "--served-memory",
                                     "--work", str(tmp_path / "w"), "--out", str(out)]))
     finally:
         torch.set_num_threads(before)
     report = json.loads(out.read_text())
     assert set(report["results"]) == {"teacher", "student", "ce", "logit+on-policy"}  # ce: always, the baseline
     assert set(report["comparisons"]["edit_similarity_served_paired"]) == {"logit+on-policy - ce"}
+    # Served in process with the repository memory (the training split's files), as the server does by default.
+    served = report["served_with_memory"]
+    assert set(served) == {"teacher", "student", "ce", "logit+on-policy"}
+    assert all(r["examples"] == 4 and 0 <= r["edit_similarity"] <= 1 for r in served.values())
+    assert sum(r["memory_tokens"] for r in served.values()) > 0  # the memory took part in decoding
+    assert not any((tmp_path / "w" / "workspace" / rel).exists() for rel in report["dataset"]["heldout_files"])
+    assert set(report["comparisons"]["edit_similarity_served_memory_paired"]) == {"logit+on-policy - ce"}
     runs = report["on_policy"]["runs"]["logit+on-policy"]
     from distill_code.on_policy import is_on_policy_step
 
