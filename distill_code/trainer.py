@@ -350,8 +350,10 @@ def train(cfg: TrainConfig, student_path: str | Path, examples: list[Example], o
 
 def _sparse_targets(cfg: TrainConfig, encoded: list[Encoded], teacher: LocalTeacher | RemoteTeacher, tok: Any,
                     cache: str | Path, pad_id: int, progress: bool) -> tuple[dict[str, L.SparseTargets], dict[str, Any]]:
-    """Targets of the examples this run's batches will actually visit (batches are known in advance)."""
-    visited = sorted({i for s in range(cfg.steps) for i in _batch_indices(len(encoded), cfg.batch_size, cfg.seed, s)})
+    """Targets of the examples this run's supervised batches will actually visit (batches, and which steps are
+    on-policy, are known in advance; on-policy steps are scored online on the student's samples)."""
+    visited = sorted({i for s in range(cfg.steps) if not is_on_policy_step(cfg.seed, s, cfg.on_policy)
+                      for i in _batch_indices(len(encoded), cfg.batch_size, cfg.seed, s)})
     used = [encoded[i] for i in visited]
     store = TargetStore(cache)
     keys, stats = compute_targets(used, teacher, tok, store, k=cfg.top_k, pad_id=pad_id, progress=progress)
