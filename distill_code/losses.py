@@ -186,7 +186,8 @@ class _FusedKdCe(torch.autograd.Function):
             ce = -s_log.gather(-1, labels[:, None]).sum() / n
             grad = s_log_t.exp_().sub_(p_t).mul_(alpha * temperature).add_(s_log.exp_(), alpha=1.0 - alpha)
         del p_t
-        grad.scatter_add_(-1, labels[:, None], torch.full(labels[:, None].shape, alpha - 1.0, dtype=grad.dtype))
+        grad.scatter_add_(-1, labels[:, None], torch.full(labels[:, None].shape, alpha - 1.0, dtype=grad.dtype,
+                                                                device=grad.device))
         ctx.save_for_backward(grad.div_(n))
         ctx.mark_non_differentiable(kl, ce)
         return alpha * kl + (1.0 - alpha) * ce, kl, ce

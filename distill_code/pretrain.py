@@ -66,6 +66,9 @@ class StageConfig:
     # Run the (frozen) teacher's forward under bf16 autocast even when the student trains in fp32:
     # ~1.6x faster on this CPU; its logits are upcast before the loss.
     teacher_bf16: bool = False
+    # torch.compile the model's training forward (pays on a GPU; on this CPU the first steps compile for
+    # minutes and the gain is small).
+    compile: bool = False
 
 
 @dataclass
@@ -81,6 +84,10 @@ class Recipe:
     # "text": tokenise each epoch from the corpus text (small corpora); "tokens": tokenise once into a cached
     # uint16 array and apply FIM to token ids (corpora of tens of millions of tokens).
     data: str = "text"
+    # A token cache that a "tokens" recipe made (its <out_dir>/tokens, with corpus_manifest.json in it or
+    # beside it): train from it alone, without collecting the corpus (a machine with no network or corpus
+    # sources, such as a lent GPU). Needs data = "tokens" and the tokenizer the cache was made with.
+    tokens_from: str = ""
     # Where each checkpoint's bf16 weights and training state are also written (a directory under version
     # control, so a run survives the machine); "" = only the full checkpoint in out_dir.
     commit_dir: str = ""
@@ -126,6 +133,39 @@ def load_recipe(path: str | Path) -> Recipe:
     return recipe
 
 
+def apply_overrides(recipe: Recipe, assignments: list[str]) -> Recipe:
+    """Set ``key=value`` pairs on a loaded recipe (``teacher.max_minutes=6``, ``student.shape.hidden_size=64``,
+    ``out_dir="runs/x"``); values are TOML (a bare word is taken as a string). Raises ``RecipeError``
+    naming a bad key or a value of the wrong type."""
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError(f"override {item!r} is not key=value (e.g. teacher.max_minutes=6)")
+        try:
+            value: Any = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()
+        *path, name = key.strip().split(".")
+        target: Any = recipe
+        for part in path:
+            if not hasattr(target, "__dataclass_fields__") or part not in target.__dataclass_fields__:
+                raise RecipeError(f"override {item!r}: no section {part!r} in the recipe")
+            target = getattr(target, part)
+        if not hasattr(target, "__dataclass_fields__") or name not in target.__dataclass_fields__:
+            raise RecipeError(f"override {item!r}: no key {name!r} there")
+        old = getattr(target, name)
+        if hasattr(old, "__dataclass_fields__"):
+            raise RecipeError(f"override {item!r}: {name!r} is a section; set one of its keys")
+        if isinstance(old, bool) != isinstance(value, bool) or (
+                isinstance(old, (int, float)) and not isinstance(value, (int, float))) or (
+                isinstance(old, str) and not isinstance(value, str)):
+            raise RecipeError(f"override {item!r}: {name!r} takes a {type(old).__name__}, got {value!r}")
+        if isinstance(old, float) and isinstance(value, int):
+            value = float(value)
+        setattr(target, name, value)
+    return recipe
+
+
 # ---------------------------------------------------------------------------------------------- losses
 
 def causal_lm_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -150,8 +190,10 @@ def _lr(cfg: StageConfig, step: int, progress: float, rewarm_from: int | None = 
 def _optimizer(model: torch.nn.Module, cfg: StageConfig) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.dim() >= 2]
     other = [p for p in model.parameters() if p.dim() < 2]
+    cuda = any(p.is_cuda for p in model.parameters())
     return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                              {"params": other, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+                              {"params": other, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95),
+                             **({"fused": True} if cuda else {}))
 
 
 @torch.no_grad()
@@ -230,7 +272,7 @@ def export_committed(model: torch.nn.Module, state: dict[str, Any], history: dic
     from safetensors.torch import save_file
 
     commit_dir.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()
+    weights = {k: v.detach().to(device="cpu", dtype=torch.bfloat16).contiguous() for k, v in model.state_dict().items()
                if not k.endswith("lm_head.weight") or not getattr(model.config, "tie_word_embeddings", False)}
     tmp = commit_dir / "model.safetensors.tmp"
     save_file(weights, str(tmp), metadata={"step": str(state["step"]), "tokens": str(state["tokens"])})
@@ -265,6 +307,15 @@ def _load_committed(model: torch.nn.Module, commit_dir: Path) -> tuple[dict[str,
         tie()
     data = json.loads(state_path.read_text())
     return data["state"], data["history"]
+
+
+def stage_progress(cfg: StageConfig, state: dict[str, Any]) -> float:
+    """How much of its budget a stage has spent (1.0: finished): tokens, or minutes when it has a time
+    budget, whichever runs out first."""
+    p = state["tokens"] / cfg.max_tokens
+    if cfg.max_minutes > 0:
+        p = max(p, state["elapsed"] / (cfg.max_minutes * 60))
+    return float(p)
 
 
 def train_stage(model: torch.nn.Module, cfg: StageConfig, train: Any, val_blocks: torch.Tensor,
@@ -306,10 +357,7 @@ def train_stage(model: torch.nn.Module, cfg: StageConfig, train: Any, val_blocks
             p.requires_grad_(False)
 
     def progress() -> float:
-        p = state["tokens"] / cfg.max_tokens
-        if cfg.max_minutes > 0:
-            p = max(p, state["elapsed"] / (cfg.max_minutes * 60))
-        return p
+        return stage_progress(cfg, state)
 
     def checkpoint() -> None:
         _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
@@ -323,27 +371,35 @@ def train_stage(model: torch.nn.Module, cfg: StageConfig, train: Any, val_blocks
         # The untrained model's loss: the reference point that shows the loss going down.
         history["val"].append({"step": 0, "tokens": 0, "loss": validation_loss(model, val_blocks, cfg.bf16)})
     model.train()
+    # The compiled forward shares the module's parameters; checkpoints and saving use the module itself.
+    if cfg.compile:
+        import torch._dynamo as dynamo
+
+        dynamo.config.suppress_errors = True  # a graph that will not compile runs eagerly instead
+    forward: Any = torch.compile(model) if cfg.compile else model
+    t_forward: Any = torch.compile(teacher) if cfg.compile and teacher is not None else teacher
     t_session = time.monotonic()
     elapsed0 = state["elapsed"]
     step0 = state["step"]
     last_ckpt = time.monotonic()
-    smooth: float | None = None
+    # The smoothed loss stays on the device: reading it every step would wait for the GPU every step.
+    smooth: torch.Tensor | None = None
     done = progress() >= 1.0
     stopped = False
     stop = _StopSignal()
     stop.__enter__()
     while not done and not stopped:
         for b, ids in train.batches(state["epoch"], state["batch"]):
-            ids = ids.to(device)
+            ids = ids.to(device, non_blocking=True)
             lr = _lr(cfg, state["step"], progress(), state.get("rewarm_from"))
             for g in opt.param_groups:
                 g["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                logits = model(input_ids=ids).logits
+                logits = forward(input_ids=ids).logits
                 if teacher is not None:
                     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
                                                          enabled=cfg.bf16 or cfg.teacher_bf16):
-                        t_logits = teacher(input_ids=ids).logits
+                        t_logits = t_forward(input_ids=ids).logits
                     # One fused loss: the composed KL + CE graph cost more than the student's own step.
                     loss, _, ce = fused_forward_kl_ce(logits[:, :-1], t_logits[:, :-1], ids[:, 1:],
                                                       cfg.kd_alpha, cfg.kd_temperature)
@@ -358,11 +414,14 @@ def train_stage(model: torch.nn.Module, cfg: StageConfig, train: Any, val_blocks
             state["tokens"] += ids.numel()
             state["batch"] = b + 1
             state["elapsed"] = elapsed0 + time.monotonic() - t_session
-            smooth = ce.item() if smooth is None else 0.9 * smooth + 0.1 * ce.item()
+            ce_d = ce.detach().float()
+            smooth = ce_d if smooth is None else 0.9 * smooth + 0.1 * ce_d
             if state["step"] % cfg.log_every == 0:
-                history["train"].append({"step": state["step"], "tokens": state["tokens"], "loss": smooth, "lr": lr})
+                smooth_v = float(smooth.item())
+                history["train"].append({"step": state["step"], "tokens": state["tokens"], "loss": smooth_v,
+                                         "lr": lr})
                 log.info("%s step %d tokens %.2fM ce %.3f loss %.3f lr %.2e %.0f tok/s", stage_dir.name,
-                         state["step"], state["tokens"] / 1e6, smooth, loss.item(), lr,
+                         state["step"], state["tokens"] / 1e6, smooth_v, loss.item(), lr,
                          state["tokens"] / max(1e-9, state["elapsed"]))
             done = progress() >= 1.0
             if state["step"] % cfg.eval_every == 0 or done:
@@ -405,17 +464,13 @@ def prepare_data(recipe: Recipe, resume: bool) -> tuple[Any, Any, list[str]]:
 
     out = Path(recipe.out_dir)
     tok_dir = out / "tokenizer"
+    if recipe.tokens_from:
+        return _prepare_from_tokens(recipe, out, tok_dir)
     entries, texts = collect_corpus(recipe.corpus)
     train_texts = split_texts(entries, texts, "train")
     val_texts = split_texts(entries, texts, "validation")
     if recipe.tokenizer:
-        src = Path(recipe.tokenizer)
-        if not src.is_absolute():
-            src = Path(__file__).resolve().parent.parent / src
-        if not (src / "tokenizer.json").is_file():
-            raise RecipeError(f"recipe's tokenizer {recipe.tokenizer!r} has no tokenizer.json; fix 'tokenizer'")
-        tok = AutoTokenizer.from_pretrained(str(src))
-        tok.save_pretrained(str(tok_dir))
+        tok = _recipe_tokenizer(recipe, tok_dir)
     elif resume and (tok_dir / "tokenizer.json").exists():
         tok = AutoTokenizer.from_pretrained(str(tok_dir))
     else:
@@ -442,6 +497,45 @@ def prepare_data(recipe: Recipe, resume: bool) -> tuple[Any, Any, list[str]]:
     return tok, train_texts, val_texts
 
 
+def _recipe_tokenizer(recipe: Recipe, tok_dir: Path) -> Any:
+    """The recipe's own tokenizer directory, loaded and saved under the run's ``tok_dir``."""
+    from transformers import AutoTokenizer
+
+    src = Path(recipe.tokenizer)
+    if not src.is_absolute():
+        src = Path(__file__).resolve().parent.parent / src
+    if not (src / "tokenizer.json").is_file():
+        raise RecipeError(f"recipe's tokenizer {recipe.tokenizer!r} has no tokenizer.json; fix 'tokenizer'")
+    tok = AutoTokenizer.from_pretrained(str(src))
+    tok.save_pretrained(str(tok_dir))
+    return tok
+
+
+def _prepare_from_tokens(recipe: Recipe, out: Path, tok_dir: Path) -> tuple[Any, Any, list[str]]:
+    """``prepare_data`` for ``tokens_from``: the cache alone, its manifest copied, validation files decoded."""
+    import shutil
+
+    from distill_code.token_data import TokenCorpus
+
+    if recipe.data != "tokens" or not recipe.tokenizer:
+        raise RecipeError("'tokens_from' needs data = \"tokens\" and 'tokenizer' (the one the cache was made "
+                          "with)")
+    tok = _recipe_tokenizer(recipe, tok_dir)
+    cache = Path(recipe.tokens_from)
+    try:
+        corpus = TokenCorpus.load(cache, tok)
+    except ValueError as exc:
+        raise RecipeError(str(exc)) from exc
+    manifest = next((m for m in (cache / "corpus_manifest.json", cache.parent / "corpus_manifest.json")
+                     if m.is_file()), None)
+    if manifest is None:
+        raise RecipeError(f"no corpus_manifest.json in or beside {cache}; copy the one its recipe wrote there")
+    out.mkdir(parents=True, exist_ok=True)
+    if manifest.resolve() != (out / "corpus_manifest.json").resolve():
+        shutil.copy(manifest, out / "corpus_manifest.json")
+    return tok, corpus, corpus.texts(tok, "validation")
+
+
 def _finished_teacher(recipe: Recipe, out: Path) -> Path:
     """The teacher the student stage distils from: ``out/teacher/final``, or, in a fresh checkout where the
     run directory is gone, the committed bf16 teacher once its state shows the whole token budget seen."""
@@ -451,15 +545,16 @@ def _finished_teacher(recipe: Recipe, out: Path) -> Path:
     if recipe.commit_dir:
         committed = Path(recipe.commit_dir) / "teacher"
         try:
-            tokens = json.loads((committed / "state.json").read_text())["state"]["tokens"]
+            state = json.loads((committed / "state.json").read_text())["state"]
+            finished = stage_progress(recipe.teacher, state) >= 1.0
         except (OSError, ValueError, KeyError, TypeError):
-            tokens = -1
-        if tokens >= recipe.teacher.max_tokens and (committed / "model.safetensors").exists():
+            finished = False
+        if finished and (committed / "model.safetensors").exists():
             log.info("student stage: %s is missing; distilling from the committed teacher %s (bf16, %d tokens)",
-                     final, committed, tokens)
+                     final, committed, state["tokens"])
             return committed
     raise RecipeError(f"the student stage needs a finished teacher: {final} is missing (run the teacher stage "
-                      "to its token budget first)")
+                      "to its budget first)")
 
 
 def _restore_finished_stage(recipe: Recipe, out: Path, role: str, tok: Any) -> dict[str, Any] | None:
@@ -475,7 +570,7 @@ def _restore_finished_stage(recipe: Recipe, out: Path, role: str, tok: Any) -> d
     if loaded is None:
         return None
     state, history = loaded
-    if state["tokens"] < cfg.max_tokens:
+    if stage_progress(cfg, state) < 1.0:
         return None
     final = out / role / "final"
     model.save_pretrained(str(final))
@@ -514,6 +609,9 @@ def _run_stages(recipe: Recipe, resume: bool, stages: tuple[str, ...], stop_afte
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RecipeError(f"recipe asks for device {device!r} but no CUDA GPU is visible; set device = \"cpu\"")
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 work outside the bf16 autocast regions
+        torch.backends.cudnn.allow_tf32 = True
     out = Path(recipe.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()

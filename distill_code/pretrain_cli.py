@@ -9,10 +9,10 @@ import sys
 
 def _run(args: argparse.Namespace) -> int:
     from distill_code.corpus import CorpusError
-    from distill_code.pretrain import RecipeError, load_recipe, run_recipe
+    from distill_code.pretrain import RecipeError, apply_overrides, load_recipe, run_recipe
 
     try:
-        recipe = load_recipe(args.recipe)
+        recipe = apply_overrides(load_recipe(args.recipe), args.set)
         if args.out_dir:
             recipe.out_dir = args.out_dir
         if args.ship_dir:
@@ -42,4 +42,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "--resume continues it); SIGTERM does the same at once")
     p.add_argument("--out-dir", default="", help="override the recipe's out_dir (checkpoints, curves)")
     p.add_argument("--ship-dir", default="", help="override where the fp16 models and model cards are written")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key for this run, e.g. --set teacher.max_minutes=6 (repeatable; "
+                        "values are TOML)")
     p.set_defaults(func=_run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m distill_code.pretrain_cli ...``: the same command without the server's dependencies (a
+    machine that has only torch and transformers, such as a lent GPU)."""
+    import logging
+
+    parser = argparse.ArgumentParser(prog="python -m distill_code.pretrain_cli")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["pretrain", *(sys.argv[1:] if argv is None else argv)])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -58,14 +58,12 @@ class TokenCorpus:
         if meta_path.exists():
             try:
                 if json.loads(meta_path.read_text()) == key:
-                    tokens = np.load(cache / "tokens.npy", mmap_mode="r")
-                    offsets = np.load(cache / "offsets.npy")
-                    validation = np.load(cache / "validation.npy")
-                    if len(offsets) == len(entries) + 1 and int(offsets[-1]) == len(tokens):
-                        for e, a, b in zip(entries, offsets[:-1], offsets[1:], strict=True):
+                    cached = cls._read(cache)
+                    if len(cached.offsets) == len(entries) + 1:
+                        for e, a, b in zip(entries, cached.offsets[:-1], cached.offsets[1:], strict=True):
                             e.tokens = int(b - a)
-                        log.info("token cache: %d files, %.1fM tokens", len(entries), len(tokens) / 1e6)
-                        return cls(np.asarray(tokens), offsets, validation)
+                        log.info("token cache: %d files, %.1fM tokens", len(entries), len(cached.tokens) / 1e6)
+                        return cached
             except (OSError, ValueError) as exc:
                 log.warning("token cache at %s is unreadable (%s); tokenising again", cache, exc)
         if len(tokenizer) > np.iinfo(np.uint16).max:
@@ -91,6 +89,45 @@ class TokenCorpus:
         meta_path.write_text(json.dumps(key))
         log.info("tokenised %d files: %.1fM tokens", len(entries), len(tokens) / 1e6)
         return cls(tokens, offsets, validation)
+
+
+    @classmethod
+    def _read(cls, cache: Path) -> TokenCorpus:
+        tokens = np.load(cache / "tokens.npy", mmap_mode="r")
+        offsets = np.load(cache / "offsets.npy")
+        validation = np.load(cache / "validation.npy")
+        if tokens.dtype != np.uint16 or len(offsets) != len(validation) + 1 or int(offsets[-1]) != len(tokens):
+            raise ValueError("its tokens, offsets and validation arrays do not agree")
+        return cls(np.asarray(tokens), offsets, validation)
+
+    @classmethod
+    def load(cls, cache: Path, tokenizer: Any) -> TokenCorpus:
+        """The token cache at ``cache`` on its own, without the corpus it was made from (a machine with
+        no network, no corpus sources). Raises ``ValueError`` naming the problem when the cache is missing,
+        unreadable, or was made with another tokenizer."""
+        meta_path = cache / "meta.json"
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"no readable token cache at {cache} ({exc}); build it with a recipe whose "
+                             "data is \"tokens\" first") from exc
+        want = tokenizer_digest(tokenizer)
+        if meta.get("tokenizer") != want:
+            raise ValueError(f"the token cache at {cache} was made with tokenizer {meta.get('tokenizer')!r}, "
+                             f"not this recipe's ({want!r}); point 'tokenizer' at the one it was made with")
+        try:
+            corpus = cls._read(cache)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"the token cache at {cache} is unreadable: {exc}") from exc
+        if len(corpus.validation) != meta.get("files"):
+            raise ValueError(f"the token cache at {cache} holds {len(corpus.validation)} files, its meta.json "
+                             f"says {meta.get('files')}")
+        log.info("token cache (alone): %d files, %.1fM tokens", len(corpus.validation), len(corpus.tokens) / 1e6)
+        return corpus
+
+    def texts(self, tokenizer: Any, split: str) -> list[str]:
+        """The files of ``split`` decoded back to text (the byte-level tokenizer round-trips exactly)."""
+        return [tokenizer.decode(self.tokens[a:b].tolist()) for a, b in self.ranges(split)]
 
 
 def newline_table(tokenizer: Any) -> np.ndarray:
