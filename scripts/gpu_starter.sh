@@ -39,10 +39,20 @@ train)
   export PYTHONPATH=$REPO PYTHONUNBUFFERED=1
   OUT=${OUT:-runs/starter-v3/out}
   mkdir -p "$OUT" "$CACHE"
-  "$PY" - <<'EOF'
-import torch, transformers
+  "$PY" - <<'EOF' | tee "$OUT/machine.log"
+import time, torch, transformers
 print("torch", torch.__version__, "transformers", transformers.__version__, "cuda", torch.cuda.is_available(),
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+if torch.cuda.is_available():  # the card's bf16 matmul rate, to set the run's throughput against
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ a
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(10):
+        a @ a
+    torch.cuda.synchronize()
+    print(f"bf16 matmul 8192^3: {10 * 2 * 8192**3 / (time.perf_counter() - t) / 1e12:.0f} TFLOP/s")
 EOF
   if [ ! -f "$CACHE/tokens.npy" ] || [ "$(sha256sum "$CACHE/tokens.npy" | cut -d' ' -f1)" != "$(cat "$CARRY/tokens.sha256")" ]; then
     "$PY" -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'), 1 << 24)" \
