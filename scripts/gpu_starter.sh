@@ -26,7 +26,12 @@ pack)
     "$PY" -m distill_code.pretrain_cli --recipe "$REPO/recipes/starter-v2.toml" --stages "" --resume >/dev/null
   fi
   mkdir -p "$CARRY"
-  xz -T0 -6 -c "$CACHE/tokens.npy" > "$CARRY/tokens.npy.xz.tmp"
+  if command -v xz >/dev/null; then
+    xz -T0 -6 -c "$CACHE/tokens.npy" > "$CARRY/tokens.npy.xz.tmp"
+  else  # the same .xz format, one thread
+    "$PY" -c "import lzma, shutil, sys; shutil.copyfileobj(open(sys.argv[1], 'rb'), lzma.open(sys.argv[2], 'wb'), 1 << 24)" \
+      "$CACHE/tokens.npy" "$CARRY/tokens.npy.xz.tmp"
+  fi
   mv "$CARRY/tokens.npy.xz.tmp" "$CARRY/tokens.npy.xz"
   cp "$CACHE/offsets.npy" "$CACHE/validation.npy" "$CACHE/meta.json" "$CARRY/"
   cp "$CACHE/../corpus_manifest.json" "$CARRY/"
