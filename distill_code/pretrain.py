@@ -538,7 +538,7 @@ def _prepare_from_tokens(recipe: Recipe, out: Path, tok_dir: Path) -> tuple[Any,
 
 def _finished_teacher(recipe: Recipe, out: Path) -> Path:
     """The teacher the student stage distils from: ``out/teacher/final``, or, in a fresh checkout where the
-    run directory is gone, the committed bf16 teacher once its state shows the whole token budget seen."""
+    run directory is gone, the committed bf16 teacher once its state shows its budget (tokens or minutes) spent."""
     final = out / "teacher" / "final"
     if (final / "config.json").exists():
         return final

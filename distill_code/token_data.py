@@ -90,7 +90,6 @@ class TokenCorpus:
         log.info("tokenised %d files: %.1fM tokens", len(entries), len(tokens) / 1e6)
         return cls(tokens, offsets, validation)
 
-
     @classmethod
     def _read(cls, cache: Path) -> TokenCorpus:
         tokens = np.load(cache / "tokens.npy", mmap_mode="r")
