@@ -161,6 +161,10 @@ def _card_text(role: str, info: dict[str, Any]) -> str:
          f"mean {ev['latency_ms_mean']:.0f} ms, p50 {ev['latency_ms_p50']:.0f} ms, p90 {ev['latency_ms_p90']:.0f} ms, "
          f"{ev['decode_tokens_per_s']:.0f} tok/s"),
     ]
+    start = info["train"].get("initialized_from")
+    if start:
+        rows[3] = (rows[3][0], rows[3][1] + f", after {int(start.get('tokens', 0)):,} tokens of the model it started "
+                                           f"from (`{start['path']}`, {start['layers']} layers)")
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     history = info.get("history") or []
     history_md = ""
@@ -174,9 +178,15 @@ def _card_text(role: str, info: dict[str, Any]) -> str:
                       "row is this one):\n\n" + "\n".join(lines) + "\n\nRows before recipes/starter-v2.toml "
                       "were decoded without token healing. To compare versions on the same lines with the same "
                       "decoding: `python bench/bench_starter.py --lines 200 --previous <git revision>`.\n")
-    how = ("pretrained from random init with next-token cross-entropy on fill-in-the-middle samples"
+    how = (f"pretrained{'' if start else ' from random init'} with next-token cross-entropy on fill-in-the-middle "
+           "samples"
            if role == "teacher" else
            f"distilled from the starter teacher: {info['kd']}")
+    if start:
+        how += (f"; started from the trained weights in `{start['path']}`"
+                + (f", grown from {start['layers']} to {start['grown_to']} layers (each trained layer followed by "
+                   "copies of itself with zeroed output projections: the same function at the first step; "
+                   "`distill_code.grow`)" if start["grown_to"] != start["layers"] else ""))
     filters = info.get("filters", "test, fixture, vendored, generated and data-table files removed, "
                                   "deduplicated by content hash")
     tok_source = info.get("tokenizer_source", "trained on the train split (`tokenizers`)")

@@ -69,6 +69,13 @@ class StageConfig:
     # torch.compile the model's training forward (pays on a GPU; on this CPU the first steps compile for
     # minutes and the gain is small).
     compile: bool = False
+    # Start a fresh stage from trained weights instead of random init (distill_code.grow): a directory with
+    # model.safetensors and config.json (a committed checkpoint or a shipped model). A stage whose shape is
+    # deeper by a whole factor grows it, function-preserving; the optimizer and the schedule start fresh.
+    init_from: str = ""
+    # With init_from: go on with the source run's data stream (its state.json's epoch and batch) when its
+    # blocks had this stage's shape, so the first batches are the ones it saw least recently.
+    init_data_position: bool = True
 
 
 @dataclass
@@ -318,6 +325,24 @@ def stage_progress(cfg: StageConfig, state: dict[str, Any]) -> float:
     return float(p)
 
 
+def _start_from(model: torch.nn.Module, cfg: StageConfig, state: dict[str, Any]) -> None:
+    """A fresh stage's weights from ``cfg.init_from`` (grown deeper when the shape asks), recorded in ``state``
+    together with the source run's data position when ``cfg.init_data_position`` and the block shape allow."""
+    from distill_code.grow import InitError, init_from
+
+    try:
+        info = init_from(model, cfg.init_from)
+    except InitError as exc:
+        raise RecipeError(str(exc)) from exc
+    state["init_from"] = info
+    same_blocks = info.get("step") and info.get("tokens") == info["step"] * cfg.batch_size * cfg.seq_len
+    if cfg.init_data_position and same_blocks and "epoch" in info and "batch" in info:
+        state["epoch"], state["batch"] = info["epoch"], info["batch"]
+    log.info("initialised from %s (%d layers -> %d; %s tokens seen there); data from epoch %d batch %d",
+             info["path"], info["layers"], info["grown_to"], f"{info.get('tokens', 0):,}", state["epoch"],
+             state["batch"])
+
+
 def train_stage(model: torch.nn.Module, cfg: StageConfig, train: Any, val_blocks: torch.Tensor,
                 stage_dir: Path, resume: bool, teacher: torch.nn.Module | None = None,
                 stop_after_minutes: float = 0.0, commit_dir: Path | None = None,
@@ -349,8 +374,12 @@ def train_stage(model: torch.nn.Module, cfg: StageConfig, train: Any, val_blocks
         state["rewarm_from"] = state["step"]
         log.info("resumed %s from committed bf16 weights at step %d (%d tokens); optimizer re-warmed",
                  stage_dir.name, state["step"], state["tokens"])
-    elif ckpt_path.exists():
-        log.warning("%s exists; starting over (pass --resume to continue it)", ckpt_path)
+    else:
+        if ckpt_path.exists():
+            log.warning("%s exists; starting over (pass --resume to continue it)", ckpt_path)
+        if cfg.init_from:
+            _start_from(model, cfg, state)
+            model.to(device)
     if teacher is not None:
         teacher.eval()
         for p in teacher.parameters():
@@ -444,7 +473,8 @@ def train_stage(model: torch.nn.Module, cfg: StageConfig, train: Any, val_blocks
         log.info("%s stopped at step %d (%d tokens); resume to continue", stage_dir.name, state["step"],
                  state["tokens"])
         return {"parameters": count_parameters(model), "tokens_seen": state["tokens"], "steps": state["step"],
-                "stopped": True, "validation_loss": history["val"][-1]["loss"]}
+                "stopped": True, "validation_loss": history["val"][-1]["loss"],
+                **({"initialized_from": state["init_from"]} if "init_from" in state else {})}
     if not history["val"] or history["val"][-1]["step"] != state["step"]:
         history["val"].append({"step": state["step"], "tokens": state["tokens"],
                                "loss": validation_loss(model, val_blocks, cfg.bf16)})
@@ -452,7 +482,8 @@ def train_stage(model: torch.nn.Module, cfg: StageConfig, train: Any, val_blocks
     return {"parameters": count_parameters(model), "tokens_seen": state["tokens"], "steps": state["step"],
             "epochs_completed": state["epoch"],
             "train_minutes": state["elapsed"] / 60, "validation_loss": history["val"][-1]["loss"],
-            "tokens_per_second": state["tokens"] / max(1e-9, state["elapsed"])}
+            "tokens_per_second": state["tokens"] / max(1e-9, state["elapsed"]),
+            **({"initialized_from": state["init_from"]} if "init_from" in state else {})}
 
 
 # ---------------------------------------------------------------------------------------------- the recipe
@@ -582,7 +613,8 @@ def _restore_finished_stage(recipe: Recipe, out: Path, role: str, tok: Any) -> d
     return {"parameters": count_parameters(model), "tokens_seen": state["tokens"], "steps": state["step"],
             "epochs_completed": state.get("epoch", 0), "train_minutes": state["elapsed"] / 60,
             "validation_loss": val, "tokens_per_second": state["tokens"] / max(1e-9, state["elapsed"]),
-            "restored_from": f"{committed} (bf16 weights)"}
+            "restored_from": f"{committed} (bf16 weights)",
+            **({"initialized_from": state["init_from"]} if "init_from" in state else {})}
 
 
 def run_recipe(recipe: Recipe, resume: bool = False, stages: tuple[str, ...] = ("teacher", "student", "ship"),
