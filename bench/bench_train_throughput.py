@@ -28,7 +28,11 @@ SHAPES = (
     ("v2 teacher at seq 512", 160, 6, 5, 432, 512, 8),
     ("v2 student (0.76M)", 64, 4, 2, 224, 256, 16),
     ("v1 student (1.65M)", 128, 3, 4, 352, 256, 16),
+    ("v2 deep teacher (5.0M)", 160, 12, 5, 432, 256, 16),
 )
+# bf16 autocast (and torch.compile on top) is measured for these, where the CPU has bf16 matmul.
+BF16_SHAPES = ("v2 teacher (3.2M)", "v2 student (0.76M)", "v2 deep teacher (5.0M)")
+COMPILED_SHAPES = ("v2 deep teacher (5.0M)",)
 
 
 def matmul_rate(dtype: Any, n: int = 2048, reps: int = 8) -> float:
@@ -44,7 +48,7 @@ def matmul_rate(dtype: Any, n: int = 2048, reps: int = 8) -> float:
 
 
 def train_rate(hidden: int, layers: int, heads: int, inter: int, seq: int, batch: int, steps: int,
-               autocast: bool = False) -> dict[str, float]:
+               autocast: bool = False, compiled: bool = False) -> dict[str, float]:
     import torch
     import torch.nn.functional as F
 
@@ -55,10 +59,11 @@ def train_rate(hidden: int, layers: int, heads: int, inter: int, seq: int, batch
                         eos_token_id=0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     ids = torch.randint(0, 8192, (batch, seq))
+    forward: Any = torch.compile(model) if compiled else model  # the warm-up steps below compile it
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):  # fp32 master weights either way
-            logits = model(input_ids=ids).logits
+            logits = forward(input_ids=ids).logits
             loss = F.cross_entropy(logits[:, :-1].reshape(-1, 8192).float(), ids[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -135,6 +140,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     fp32 = matmul_rate(torch.float32)
     bf16 = matmul_rate(torch.bfloat16, n=512, reps=2)  # without avx512_bf16 it is ~100x slower: keep it small
+    if bf16 > fp32:  # a CPU with bf16 matmul: measure it at the fp32 size
+        bf16 = matmul_rate(torch.bfloat16, reps=4)
     print(f"matmul fp32 {fp32:.1f} GFLOP/s, bf16 {bf16:.1f} GFLOP/s ({args.threads} threads)")
     rows = {}
     for name, h, layers, heads, inter, seq, batch in SHAPES:
@@ -145,12 +152,19 @@ def main() -> int:
               f"{r['gflops_6n']:5.1f} GFLOP/s ({r['fraction_of_fp32_matmul']:.0%} of fp32 matmul)  "
               f"80M tokens: {r['hours_per_80m_tokens']} h")
     if bf16 > fp32:  # a CPU with bf16 matmul (avx512_bf16/AMX): does autocast training pay?
-        for name, h, layers, heads, inter, seq, batch in SHAPES[1:4:2]:  # the v2 teacher and student
-            r = train_rate(h, layers, heads, inter, seq, batch, args.steps, autocast=True)
-            base = rows[name]["tokens_per_s"]
-            r.update({"seq_len": seq, "batch": batch, "autocast": "bf16", "vs_fp32": round(r["tokens_per_s"] / base, 2)})
-            rows[name + ", bf16 autocast"] = r
-            print(f"{name + ', bf16 autocast':38s} {r['tokens_per_s']:7.0f} tok/s  ({r['vs_fp32']}x fp32 training)")
+        for name, h, layers, heads, inter, seq, batch in SHAPES:
+            for compiled in (False, True):
+                if name not in (COMPILED_SHAPES if compiled else BF16_SHAPES):
+                    continue
+                r = train_rate(h, layers, heads, inter, seq, batch, args.steps, autocast=True, compiled=compiled)
+                base = rows[name]["tokens_per_s"]
+                r.update({"seq_len": seq, "batch": batch, "autocast": "bf16", "compiled": compiled,
+                          "vs_fp32": round(r["tokens_per_s"] / base, 2),
+                          "fraction_of_bf16_matmul": round(r["gflops_6n"] / bf16, 3)})
+                label = name + (", bf16 autocast, compiled" if compiled else ", bf16 autocast")
+                rows[label] = r
+                print(f"{label:48s} {r['tokens_per_s']:7.0f} tok/s  ({r['vs_fp32']}x fp32 training, "
+                      f"{r['fraction_of_bf16_matmul']:.0%} of bf16 matmul)")
     kd = distill_rates(args.steps)
     print(f"v2 student KD step: composed loss + fp32 teacher {kd['composed_fp32_teacher']['tokens_per_s']:.0f} tok/s, "
           f"fused loss + bf16 teacher {kd['fused_bf16_teacher']['tokens_per_s']:.0f} tok/s ({kd['speedup']}x)")

@@ -30,3 +30,15 @@ def test_history_table_lists_earlier_versions_then_this_one() -> None:
     assert "0.160" in rows[0] and "0.330" in rows[1]
     # A first version has no history section.
     assert "## History" not in _card_text("student", old)
+
+
+def test_a_grown_model_card_says_what_it_started_from() -> None:
+    grown = _info("recipes/starter-v2-deep.toml", 5_031_840, 40_000_000, 2.3, 0.3)
+    grown["train"]["initialized_from"] = {"path": "checkpoints/starter-v2/teacher", "layers": 6, "grown_to": 12,
+                                          "tokens": 80_003_072}
+    text = _card_text("teacher", grown)
+    seen = next(line for line in text.splitlines() if line.startswith("| tokens seen |"))
+    assert "40,000,000 in 10 steps" in seen and "after 80,003,072 tokens of the model it started from" in seen
+    assert "grown from 6 to 12 layers" in text and "from random init" not in text
+    plain = _card_text("teacher", _info("recipes/starter-v2.toml", 3_171_360, 80_003_072, 2.45, 0.3))
+    assert "from random init" in plain and "started from" not in plain
