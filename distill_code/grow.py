@@ -52,6 +52,18 @@ def grow_depth(weights: dict[str, torch.Tensor], src_layers: int, dst_layers: in
     return out
 
 
+def load_weights(model: Any, weights: dict[str, torch.Tensor]) -> str:
+    """Load ``weights`` into ``model`` (a tied output embedding may be absent and is re-tied); returns ""
+    or, when they do not fit, what is missing and unexpected (the model is then partly loaded)."""
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or [k for k in missing if not k.endswith("lm_head.weight")]:
+        return f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+    if getattr(model.config, "tie_word_embeddings", False):
+        tie: Any = model.tie_weights
+        tie()
+    return ""
+
+
 def init_from(model: Any, source: str | Path) -> dict[str, Any]:
     """Load the trained weights in ``source`` (``model.safetensors`` + ``config.json``: a committed
     checkpoint or a shipped model) into ``model``, growing their depth when ``model`` is deeper. Returns
@@ -76,13 +88,9 @@ def init_from(model: Any, source: str | Path) -> dict[str, Any]:
     src_layers, dst_layers = int(src_cfg.get("num_hidden_layers", 0)), int(cfg.num_hidden_layers)
     if dst_layers != src_layers:
         weights = grow_depth(weights, src_layers, dst_layers)
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if unexpected or [k for k in missing if not k.endswith("lm_head.weight")]:
-        raise InitError(f"init_from {str(source)!r} does not match the model (missing {missing[:3]}, "
-                        f"unexpected {unexpected[:3]})")
-    if getattr(cfg, "tie_word_embeddings", False):
-        tie: Any = model.tie_weights
-        tie()
+    mismatch = load_weights(model, weights)
+    if mismatch:
+        raise InitError(f"init_from {str(source)!r} does not match the model ({mismatch})")
     info: dict[str, Any] = {"path": str(source), "layers": src_layers, "grown_to": dst_layers}
     state_path = src / "state.json"
     if state_path.is_file():

@@ -304,14 +304,12 @@ def _load_committed(model: torch.nn.Module, commit_dir: Path) -> tuple[dict[str,
     state_path = commit_dir / "state.json"
     if not path.exists() or not state_path.exists():
         return None
-    weights = {k: v.float() for k, v in load_file(str(path)).items()}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if unexpected or [k for k in missing if not k.endswith("lm_head.weight")]:
-        raise RecipeError(f"committed checkpoint {path} does not match the recipe's shape "
-                          f"(missing {missing[:3]}, unexpected {unexpected[:3]}); fix the shape or remove it")
-    if getattr(model.config, "tie_word_embeddings", False):
-        tie: Any = model.tie_weights
-        tie()
+    from distill_code.grow import load_weights
+
+    mismatch = load_weights(model, {k: v.float() for k, v in load_file(str(path)).items()})
+    if mismatch:
+        raise RecipeError(f"committed checkpoint {path} does not match the recipe's shape ({mismatch}); fix the "
+                          "shape or remove it")
     data = json.loads(state_path.read_text())
     return data["state"], data["history"]
 
@@ -323,6 +321,11 @@ def stage_progress(cfg: StageConfig, state: dict[str, Any]) -> float:
     if cfg.max_minutes > 0:
         p = max(p, state["elapsed"] / (cfg.max_minutes * 60))
     return float(p)
+
+
+def _init_note(state: dict[str, Any]) -> dict[str, Any]:
+    """The stage summary's record of the weights a stage started from (nothing for a random init)."""
+    return {"initialized_from": state["init_from"]} if "init_from" in state else {}
 
 
 def _start_from(model: torch.nn.Module, cfg: StageConfig, state: dict[str, Any]) -> None:
@@ -474,7 +477,7 @@ def train_stage(model: torch.nn.Module, cfg: StageConfig, train: Any, val_blocks
                  state["tokens"])
         return {"parameters": count_parameters(model), "tokens_seen": state["tokens"], "steps": state["step"],
                 "stopped": True, "validation_loss": history["val"][-1]["loss"],
-                **({"initialized_from": state["init_from"]} if "init_from" in state else {})}
+                **_init_note(state)}
     if not history["val"] or history["val"][-1]["step"] != state["step"]:
         history["val"].append({"step": state["step"], "tokens": state["tokens"],
                                "loss": validation_loss(model, val_blocks, cfg.bf16)})
@@ -483,7 +486,7 @@ def train_stage(model: torch.nn.Module, cfg: StageConfig, train: Any, val_blocks
             "epochs_completed": state["epoch"],
             "train_minutes": state["elapsed"] / 60, "validation_loss": history["val"][-1]["loss"],
             "tokens_per_second": state["tokens"] / max(1e-9, state["elapsed"]),
-            **({"initialized_from": state["init_from"]} if "init_from" in state else {})}
+            **_init_note(state)}
 
 
 # ---------------------------------------------------------------------------------------------- the recipe
@@ -614,7 +617,7 @@ def _restore_finished_stage(recipe: Recipe, out: Path, role: str, tok: Any) -> d
             "epochs_completed": state.get("epoch", 0), "train_minutes": state["elapsed"] / 60,
             "validation_loss": val, "tokens_per_second": state["tokens"] / max(1e-9, state["elapsed"]),
             "restored_from": f"{committed} (bf16 weights)",
-            **({"initialized_from": state["init_from"]} if "init_from" in state else {})}
+            **_init_note(state)}
 
 
 def run_recipe(recipe: Recipe, resume: bool = False, stages: tuple[str, ...] = ("teacher", "student", "ship"),
