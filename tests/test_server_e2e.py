@@ -164,14 +164,17 @@ async def test_cancellation_and_supersession(client: LanguageClient) -> None:
     client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="cancel-me"))
     with pytest.raises(Exception, match="(?i)cancel"):
         await asyncio.wrap_future(fut)
+    # Two requests for the same document: the older one is superseded and returns nothing. The debounce holds
+    # the first in flight until the second arrives (with none, a fast or cached answer can beat the second).
     client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
-        settings={"protege": {"debounceMs": 0}}))
-    # Two requests for the same document: the older one is superseded and returns nothing.
+        settings={"protege": {"debounceMs": 1500}}))
     uri2 = open_doc(client, "supersede.py", doc)
     a = asyncio.ensure_future(inline(client, uri2, line, char))
     b = asyncio.ensure_future(inline(client, uri2, line, char))
     ra, rb = await asyncio.gather(a, b)
     assert not ra.items and rb.items
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"protege": {"debounceMs": 0}}))
     status = await client.workspace_execute_command_async(
         types.ExecuteCommandParams(command="protege.status", arguments=[]))
     assert status["requests"]["cancelled"] >= 1 and status["requests"]["superseded"] >= 1
