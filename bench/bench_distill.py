@@ -14,6 +14,9 @@ learning rate:
 * with ``--on-policy F``, ``logit+on-policy`` (and ``logit+memory+on-policy``): a fraction F of the steps
   distils on completions the student samples itself, scored by the teacher (``distill_code.on_policy``).
 
+With ``--previous-student DIR`` the student that ``--student`` would replace is evaluated on the same examples,
+as is and cross-entropy tuned (``ce (previous student)``), with paired differences: the shipping decision.
+
 ``--only NAMES`` trains only the named students (and ``ce``, the baseline).
 
 With ``--adapt-teacher-steps N`` the teacher is first fine-tuned on the training split (the CPU
@@ -140,6 +143,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for p in (teacher, student):
             if not (p / "config.json").exists():
                 raise SystemExit(f"no model at {p}; pass --teacher/--student, or --tiny for toy scale")
+    previous = Path(args.previous_student) if args.previous_student else None
+    if previous is not None and not (previous / "config.json").exists():
+        raise SystemExit(f"no model at {previous} (--previous-student)")
     repo = work / "repo"
     if repo.exists():
         shutil.rmtree(repo)
@@ -177,6 +183,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     serve("teacher", teacher, teacher)
     results["student"] = evaluate_dir(student, heldout, ecfg, teacher)
     serve("student", student, student)
+    if previous is not None:
+        # The student this one would replace, on the same examples: as is, and cross-entropy tuned below.
+        results["previous student"] = evaluate_dir(previous, heldout, ecfg, teacher)
+        serve("previous student", previous, previous)
     adaptation: dict[str, Any] | None = None
     if args.adapt_teacher_steps > 0:
         # Production teachers know far more than their students; the CPU starter teacher does not
@@ -223,9 +233,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if unknown:
             raise SystemExit(f"--only names no condition of this run: {', '.join(sorted(unknown))}")
         conditions = [c for c in conditions if c[0] in args.only or c[0] == "ce"]  # ce: the baseline, always
+    runs = [(c, student) for c in conditions]
+    if previous is not None:
+        runs.append((("ce (previous student)", "ce", "forward_kl", args.end_token, False, 0.0), previous))
     memory_stats: dict[str, Any] = {}
     on_policy_stats: dict[str, Any] = {}
-    for name, method, divergence, end_token, memory, on_policy in conditions:
+    for (name, method, divergence, end_token, memory, on_policy), init in runs:
         cfg = TrainConfig(method=method, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           warmup_steps=max(1, args.steps // 20), top_k=args.top_k, alpha=args.alpha,
                           divergence=divergence, end_token=end_token, hidden_kind=args.hidden_kind,
@@ -233,7 +246,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                           on_policy=on_policy, on_policy_divergence=args.on_policy_divergence,
                           on_policy_max_new=args.max_new_tokens)
         run_dir = work / ("run-" + name.replace(" ", "").replace("(", "-").replace(")", "").replace(":", "-"))
-        res = train(cfg, student, train_ex, run_dir, teacher_paths=[str(teacher)], budget=budget,
+        res = train(cfg, init, train_ex, run_dir, teacher_paths=[str(teacher)], budget=budget,
                     targets_cache=cache, progress=sys.stderr.isatty())
         ev = evaluate_dir(res.model_dir, heldout, ecfg, teacher)
         targets_s = float(res.target_stats.get("seconds", 0.0))
@@ -241,7 +254,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    "final_loss": res.history[-1]["loss"],
                    "targets_bytes_per_token": res.target_stats.get("bytes_per_token")})
         results[name] = ev
-        serve(name, res.model_dir, student)
+        serve(name, res.model_dir, init)
         if memory:
             memory_stats = dict(res.target_stats.get("memory", {}))
         if on_policy:
@@ -263,7 +276,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     trained = [c[0] for c in conditions if c[0] != "ce"]
     pairs = [(name, "ce") for name in trained]
     pairs += [(a, b) for a, b in (("logit", "student"), ("logit+memory", "logit"), ("logit+on-policy", "logit"),
-                                  ("logit+memory+on-policy", "logit+memory")) if a in results and b in results]
+                                  ("logit+memory+on-policy", "logit+memory"), ("student", "previous student"),
+                                  ("ce", "ce (previous student)")) if a in results and b in results]
     comparisons: dict[str, Any] = {
         f"{name}_vs_ce": {k: ratio(name, "ce", k) for k in ("exact_match", "edit_similarity", "nll", "wall_s")}
         for name in trained}
@@ -290,6 +304,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        else teacher_source.name),
         "teacher_adaptation": adaptation,
         "student": str(student.relative_to(ROOT) if student.is_relative_to(ROOT) else student.name),
+        "previous_student": (str(previous.resolve().relative_to(ROOT)) if previous.resolve().is_relative_to(ROOT)
+                             else previous.name) if previous is not None else None,
         "equal_compute": {"steps": args.steps, "batch_size": args.batch_size, "max_len": args.max_len, "layout": budget.layout,
                           "lr": args.lr, "top_k": args.top_k, "alpha": args.alpha,
                           "divergence": "forward_kl", "end_token": args.end_token,
@@ -335,6 +351,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="toy scale: random-init tiny teacher and student")
     p.add_argument("--teacher", default="", help="teacher dir (default: distill_code/starter/teacher)")
     p.add_argument("--student", default="", help="student dir (default: distill_code/starter/student)")
+    p.add_argument("--previous-student", default="",
+                   help="also evaluate this student (the one --student would replace) as is and cross-entropy "
+                        "tuned, with paired differences on the same examples")
     p.add_argument("--package", default="click", help="installed pure-Python package used as the repository")
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--batch-size", type=int, default=8)

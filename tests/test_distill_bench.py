@@ -82,3 +82,37 @@ def test_bench_distill_only_the_named_students_and_on_policy(tmp_path: Path) -> 
 
     assert report["on_policy"]["fraction"] == 0.5
     assert runs["steps"] == sum(is_on_policy_step(0, s, 0.5) for s in range(4))
+
+
+def test_bench_distill_compares_against_the_previous_student(tmp_path: Path) -> None:
+    from distill_code.modeling import LlamaShape
+    from distill_code.tiny import build_tiny_model_dir
+
+    bench = _bench()
+    out = tmp_path / "distill.json"
+    previous = build_tiny_model_dir(tmp_path / "previous", LlamaShape(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128),
+        seed=7)
+    small = ["--tiny", "--steps", "3", "--batch-size", "4", "--eval-examples", "4", "--max-new-tokens", "6",
+             "--max-len", "96", "--max-middle", "16", "--max-per-file", "8", "--threads", "1"]
+    before = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit, match="no model at"):
+            bench.run(bench.parse_args([*small, "--previous-student", str(tmp_path / "missing"),
+                                        "--work", str(tmp_path / "w0")]))
+        bench.run(bench.parse_args([*small, "--only", "ce", "--served-memory", "--previous-student", str(previous),
+                                    "--work", str(tmp_path / "w"), "--out", str(out)]))
+    finally:
+        torch.set_num_threads(before)
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == {"teacher", "student", "previous student", "ce", "ce (previous student)"}
+    assert report["previous_student"] == "previous"
+    # Different weights, the same held-out examples.
+    assert report["results"]["previous student"]["nll"] != report["results"]["student"]["nll"]
+    assert report["results"]["previous student"]["examples"] == report["results"]["student"]["examples"] == 4
+    expected = {"student - previous student", "ce - ce (previous student)"}
+    for key in ("edit_similarity_paired", "edit_similarity_served_paired", "edit_similarity_served_memory_paired"):
+        assert set(report["comparisons"][key]) == expected
+        for d in report["comparisons"][key].values():
+            assert d["ci95_low"] <= d["mean"] <= d["ci95_high"]
+    assert set(report["served_with_memory"]) == set(report["results"])
